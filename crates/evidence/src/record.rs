@@ -128,10 +128,11 @@ pub struct ExchangeEvidence {
     pub path: Option<String>,
     /// The HTTP status on the response side, `null` on the request side.
     pub status: Option<u16>,
-    /// Length of the body in bytes.
-    pub body_bytes: u64,
-    /// `sha256:` and the hex digest of the exact body bytes.
-    pub body_sha256: String,
+    /// Length of the body in bytes, `null` when the gateway did not read it (a request
+    /// refused at its headers, such as one without credentials).
+    pub body_bytes: Option<u64>,
+    /// `sha256:` and the hex digest of the exact body bytes, `null` when not read.
+    pub body_sha256: Option<String>,
     /// The body itself as text, when the gateway keeps full content and the body is UTF-8;
     /// `null` in digest-only mode.
     pub body: Option<String>,

@@ -188,19 +188,21 @@ mod tests {
             request: ExchangeEvidence {
                 path: Some("/v1/chat/completions".to_owned()),
                 status: None,
-                body_bytes: 2,
-                body_sha256:
+                body_bytes: Some(2),
+                body_sha256: Some(
                     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
                         .to_owned(),
+                ),
                 body: Some("{}".to_owned()),
             },
             response: ExchangeEvidence {
                 path: None,
                 status: Some(200),
-                body_bytes: 0,
-                body_sha256:
+                body_bytes: Some(0),
+                body_sha256: Some(
                     "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
                         .to_owned(),
+                ),
                 body: None,
             },
             error: None,
