@@ -1,0 +1,141 @@
+//! The one error type of the sink's HTTP service and the one place it becomes a response.
+//!
+//! Every refusal has the body `{"error":{"code":"…","message":"…"}}`; the codes are stable
+//! and part of the sink's contract with the filter and with auditors' tools. Client
+//! mistakes are answered and logged at debug at most; internal failures are logged once,
+//! here, at error level, and answered without their details.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Why the sink refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The body is not JSON at all (syntax, encoding, or nested deeper than the parser's
+    /// limit of 128 levels).
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+
+    /// The body is JSON but not a record, or a record lacks a member the sink needs.
+    #[error("{0}")]
+    InvalidRecord(String),
+
+    /// A record's signature is malformed, or was made over other content or by another key.
+    #[error("{0}")]
+    SignatureInvalid(String),
+
+    /// A record names a `key_id` that the sink was not started with.
+    #[error("{0}")]
+    UnknownKey(String),
+
+    /// A record's id is already stored with different content; evidence is never replaced.
+    #[error("{0}")]
+    ConflictingDuplicate(String),
+
+    /// The body is longer than `--max-body-bytes`.
+    #[error("the body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// The body could not be read to its end (the client went away, say).
+    #[error("the body could not be read: {0}")]
+    BodyUnreadable(String),
+
+    /// A query parameter is unknown, repeated or has a value the sink cannot use.
+    #[error("query parameter `{parameter}`: {message}")]
+    InvalidQuery {
+        /// The parameter's name as the client sent it.
+        parameter: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// No record, or no route, has this name.
+    #[error("{0}")]
+    NotFound(String),
+
+    /// The route exists but not with this method.
+    #[error("this path does not answer {0}")]
+    MethodNotAllowed(String),
+
+    /// SQLite failed. Logged with its cause; the client sees only that storage failed.
+    #[error("the evidence store failed: {0}")]
+    Database(#[from] rusqlite::Error),
+
+    /// A failure that is the sink's own fault (a blocking task that did not finish, a
+    /// stored record that no longer parses). Logged with its cause.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SinkError {
+    /// The status code and stable code that this error is answered with.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Self::InvalidRecord(_) => (StatusCode::BAD_REQUEST, "invalid_record"),
+            Self::SignatureInvalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "signature_invalid"),
+            Self::UnknownKey(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key"),
+            Self::ConflictingDuplicate(_) => (StatusCode::CONFLICT, "conflicting_duplicate"),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, "body_unreadable"),
+            Self::InvalidQuery { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Database(_) | Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for SinkError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, "request failed inside the sink");
+            "the evidence sink failed to handle the request; its log has the cause".to_owned()
+        } else {
+            tracing::debug!(error.code = code, error = %self, "request refused");
+            self.to_string()
+        };
+
+        let body = json!({ "error": { "code": code, "message": message } });
+        (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_show_their_cause_to_the_client() {
+        let response = SinkError::Internal("secret path /var/x".to_owned()).into_response();
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn every_client_error_has_a_four_hundred_status() {
+        let errors = [
+            SinkError::InvalidJson("x".to_owned()),
+            SinkError::InvalidRecord("x".to_owned()),
+            SinkError::SignatureInvalid("x".to_owned()),
+            SinkError::UnknownKey("x".to_owned()),
+            SinkError::ConflictingDuplicate("x".to_owned()),
+            SinkError::BodyTooLarge { limit: 1 },
+            SinkError::BodyUnreadable("x".to_owned()),
+            SinkError::NotFound("x".to_owned()),
+        ];
+
+        for error in errors {
+            assert!(error.status_and_code().0.is_client_error(), "{error:?}");
+        }
+    }
+}

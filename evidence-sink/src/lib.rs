@@ -1,0 +1,159 @@
+//! The evidence sink of Mercator Jupiter: it receives the signed evidence records that
+//! the gateway's Envoy filter sends, verifies each one, keeps it in SQLite, and answers
+//! queries and exports.
+//!
+//! # How it fits
+//!
+//! The filter builds one record per request, signs it with the gateway's Ed25519 key
+//! (see `mercator_evidence` for the exact bytes signed) and posts it here. The sink
+//! trusts only the public keys in its keys file, refuses any record whose signature does
+//! not verify, and stores the RFC 8785 canonical JSON of each accepted record, signature
+//! included, so that anyone can verify a stored or exported record again without the sink.
+//! Stored evidence is never replaced: a record id seen twice with other content is refused.
+//!
+//! # Endpoints
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `POST /v1/evidence` | one record or a JSON array of them, stored atomically: `201 {"accepted":N,"duplicates":M}` |
+//! | `GET /v1/evidence/{id}` | the stored record, byte for byte |
+//! | `GET /v1/evidence?user_id=&request_id=&decision=&from=&to=&limit=&format=` | records in insertion order as `json`, `jsonl` or `csv` |
+//! | `GET /v1/keys` | `{"keys":[{"key_id":…,"public_key":…}]}` |
+//! | `GET /healthz` | `{"status":"ok"}` once the database answers |
+//!
+//! Every refusal is `{"error":{"code":…,"message":…}}` with a stable code (see
+//! [`SinkError`]).
+//!
+//! # Running and testing
+//!
+//! ```text
+//! evidence-sink --listen 127.0.0.1:8600 --db evidence.sqlite --keys keys.json \
+//!               [--max-body-bytes 16777216]
+//! ```
+//!
+//! `keys.json` has the shape of `GET /v1/keys` (see [`load_keys`]). `RUST_LOG` sets the
+//! log level (default `info`). The sink stops cleanly on SIGINT or SIGTERM.
+//!
+//! `cargo test -p mercator-evidence-sink` runs unit tests beside the code and the HTTP
+//! tests in `tests/`, which call the router without a socket and use SQLite in memory.
+
+mod error;
+mod http;
+mod intake;
+mod keys;
+mod query;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use error::SinkError;
+pub use http::{app, AppState, DEFAULT_MAX_BODY_BYTES};
+pub use intake::{verify_body, VerifiedRecord};
+pub use keys::{load_keys, KeyEntry, KeyRing, KeysDocument, KeysError};
+pub use query::{parse_query, EvidenceQuery, ExportFormat, CSV_COLUMNS, DEFAULT_LIMIT, MAX_LIMIT};
+pub use store::{BatchOutcome, RecordFilter, Store, StoreError};
+
+/// What the sink needs to start, as the command line gives it.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The SQLite database file, created when missing.
+    pub db: PathBuf,
+    /// The keys file.
+    pub keys: PathBuf,
+    /// The largest accepted body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Why the sink could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The keys file is missing, unreadable or wrong.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+
+    /// The database could not be opened or has an unknown schema.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// The listen address could not be bound (in use, no permission).
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+
+    /// The server failed while running.
+    #[error("the server stopped with an error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Loads the keys, opens the store, and serves until SIGINT or SIGTERM.
+pub async fn serve(config: SinkConfig) -> Result<(), StartupError> {
+    let keys = load_keys(&config.keys)?;
+    let store = Store::open(&config.db)?;
+    tracing::info!(
+        keys.count = keys.len(),
+        keys.ids = %keys.ids().collect::<Vec<_>>().join(","),
+        db.path = %config.db.display(),
+        "evidence sink ready"
+    );
+
+    let state = AppState {
+        max_body_bytes: config.max_body_bytes,
+        ..AppState::new(keys, store)
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartupError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    tracing::info!(listen.address = %config.listen, "evidence sink listening");
+
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(StartupError::Serve)?;
+
+    tracing::info!("evidence sink stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM. If a handler cannot be installed, that
+/// signal is logged and ignored rather than stopping the sink at once.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received; finishing open requests");
+}
