@@ -1,0 +1,486 @@
+//! The plugin configuration: parsed once when Envoy configures the filter, validated, and
+//! turned into a [`Gateway`] that every request borrows.
+//!
+//! The configuration arrives as JSON in the Envoy plugin's `configuration` (the `mercator
+//! render` command produces it from `config/gateway.yaml` and the `.rego` files). Secrets
+//! never travel in it: the signing key and provider keys are named by environment variable
+//! and read from the VM's environment (Envoy's `vm_config.environment_variables`).
+
+use std::collections::{BTreeMap, HashSet};
+
+use mercator_evidence::SigningKey;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::auth::{ApiKeyHash, ApiKeyRecord, KeyRing};
+use crate::policy::{Policy, PolicyError, PolicyModule};
+
+/// Why the filter refuses to start. Each variant names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration is not JSON of the expected shape (unknown field, wrong type).
+    #[error("plugin configuration: {0}")]
+    Shape(String),
+    /// A field has a value that is the right type but cannot be used.
+    #[error("plugin configuration: `{field}`: {reason}")]
+    Invalid {
+        /// The dotted path of the field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An environment variable that the configuration names is not set in the VM.
+    #[error("plugin configuration: `{field}` names environment variable {variable}, which is not set (pass it with vm_config.environment_variables)")]
+    MissingEnvironment {
+        /// The dotted path of the field naming the variable.
+        field: String,
+        /// The variable.
+        variable: String,
+    },
+    /// A policy does not compile.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The plugin configuration as written. Unknown fields are refused: a typo in a security
+/// setting must not silently fall back to a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Names this gateway in logs.
+    #[serde(default = "default_gateway_id")]
+    pub gateway_id: String,
+    /// Size limits on what the gateway reads.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The providers requests may go to, by name (`openai`).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// The API keys that may call, as SHA-256 hashes.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// The Rego policy bundle.
+    pub policies: PolicyConfig,
+    /// Prices per model, in US dollars per million tokens.
+    #[serde(default)]
+    pub pricing: BTreeMap<String, ModelPrice>,
+    /// Where and how evidence is signed and delivered.
+    pub evidence: EvidenceConfig,
+}
+
+fn default_gateway_id() -> String {
+    "mercator".to_owned()
+}
+
+/// Size limits, in bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted; larger ones get 413.
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body_bytes: usize,
+    /// Largest provider answer the gateway reads; a larger one fails closed with 502.
+    #[serde(default = "default_max_response_body")]
+    pub max_response_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: default_max_request_body(),
+            max_response_body_bytes: default_max_response_body(),
+        }
+    }
+}
+
+fn default_max_request_body() -> usize {
+    1024 * 1024
+}
+
+fn default_max_response_body() -> usize {
+    8 * 1024 * 1024
+}
+
+/// One provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The environment variable holding the provider's API key (`OPENAI_API_KEY`).
+    pub api_key_env: String,
+}
+
+/// One API key, stored only as the SHA-256 of the key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Lowercase or uppercase hex of SHA-256 over the key's UTF-8 bytes.
+    pub sha256: String,
+    /// The user this key authenticates.
+    pub user_id: String,
+    /// A name for the key itself, shown in logs and evidence (`finance-laptop-2026`).
+    pub name: String,
+    /// A disabled key is refused with 401.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// RFC 3339 instant after which the key is refused.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Attributes of the user that policies see (`department: finance`).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// The policy bundle: Rego modules with their source, as `mercator render` inlines them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The modules, each with the path it was read from (for error messages and the digest).
+    pub modules: Vec<PolicyModule>,
+}
+
+/// The price of a model.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    /// Dollars per million prompt tokens.
+    pub input_per_million: f64,
+    /// Dollars per million completion tokens.
+    pub output_per_million: f64,
+}
+
+/// How much of the exchange the evidence keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentMode {
+    /// The request and response bodies, verbatim, with their digests.
+    Full,
+    /// Only the digests and sizes.
+    Digest,
+}
+
+/// Evidence signing and delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// The Envoy cluster of the evidence sink.
+    pub sink_cluster: String,
+    /// The `:authority` to send to the sink.
+    #[serde(default = "default_sink_authority")]
+    pub sink_authority: String,
+    /// The sink's ingestion path.
+    #[serde(default = "default_sink_path")]
+    pub sink_path: String,
+    /// The environment variable holding the base64 Ed25519 seed.
+    #[serde(default = "default_signing_key_env")]
+    pub signing_key_env: String,
+    /// How much of the bodies to keep.
+    #[serde(default = "default_content")]
+    pub content: ContentMode,
+    /// Timeout of one delivery call.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How often the queue of signed records is flushed to the sink.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Records sent per call at most.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Signed records kept while the sink is unreachable; when full, new requests are
+    /// refused with 503 rather than served without evidence.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_records: usize,
+}
+
+fn default_sink_authority() -> String {
+    "evidence-sink".to_owned()
+}
+
+fn default_sink_path() -> String {
+    "/v1/evidence".to_owned()
+}
+
+fn default_signing_key_env() -> String {
+    "MERCATOR_SIGNING_KEY".to_owned()
+}
+
+fn default_content() -> ContentMode {
+    ContentMode::Full
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_flush_interval_ms() -> u64 {
+    200
+}
+
+fn default_batch_size() -> usize {
+    100
+}
+
+fn default_max_buffered() -> usize {
+    10_000
+}
+
+impl PluginConfig {
+    /// Parses the JSON configuration, refusing unknown fields.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::Shape(e.to_string()))
+    }
+
+    /// Checks everything that does not need the environment: key hashes, expiry dates,
+    /// prices, limits, and that the policies compile. `mercator render` runs this so a bad
+    /// configuration fails before Envoy starts.
+    pub fn check(&self) -> Result<(KeyRing, Policy), ConfigError> {
+        if self.limits.max_request_body_bytes == 0 {
+            return Err(invalid(
+                "limits.max_request_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.providers.is_empty() {
+            return Err(invalid("providers", "at least one provider is needed"));
+        }
+        for (model, price) in &self.pricing {
+            let finite =
+                price.input_per_million.is_finite() && price.output_per_million.is_finite();
+            if !finite || price.input_per_million < 0.0 || price.output_per_million < 0.0 {
+                return Err(invalid(
+                    format!("pricing.{model}"),
+                    "prices must be finite and >= 0",
+                ));
+            }
+        }
+        if self.evidence.batch_size == 0 || self.evidence.max_buffered_records == 0 {
+            return Err(invalid(
+                "evidence",
+                "batch_size and max_buffered_records must be >= 1",
+            ));
+        }
+
+        let keys = self.key_ring()?;
+        let policy = Policy::compile(&self.policies.modules)?;
+        Ok((keys, policy))
+    }
+
+    fn key_ring(&self) -> Result<KeyRing, ConfigError> {
+        let mut seen = HashSet::new();
+        let mut records = Vec::with_capacity(self.api_keys.len());
+
+        for (index, entry) in self.api_keys.iter().enumerate() {
+            let field = format!("api_keys[{index}]");
+            let hash = ApiKeyHash::from_hex(&entry.sha256)
+                .ok_or_else(|| invalid(format!("{field}.sha256"), "must be 64 hex digits"))?;
+            if !seen.insert(hash.clone()) {
+                return Err(invalid(
+                    format!("{field}.sha256"),
+                    "the same key is listed twice",
+                ));
+            }
+            if entry.user_id.trim().is_empty() {
+                return Err(invalid(format!("{field}.user_id"), "must not be empty"));
+            }
+            let expires_at = match &entry.expires_at {
+                None => None,
+                Some(text) => Some(parse_instant(text).ok_or_else(|| {
+                    invalid(format!("{field}.expires_at"), "must be an RFC 3339 instant")
+                })?),
+            };
+            records.push(ApiKeyRecord {
+                hash,
+                user_id: entry.user_id.clone(),
+                name: entry.name.clone(),
+                enabled: entry.enabled,
+                expires_at,
+                attributes: entry.attributes.clone(),
+            });
+        }
+        Ok(KeyRing::new(records))
+    }
+}
+
+fn parse_instant(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Everything a request needs, built once per configuration and shared by every request.
+pub struct Gateway {
+    /// The configuration as written.
+    pub config: PluginConfig,
+    /// The API keys by hash.
+    pub keys: KeyRing,
+    /// The compiled policy bundle.
+    pub policy: Policy,
+    /// The key that signs evidence.
+    pub signing_key: SigningKey,
+    /// Provider name to the provider's API key.
+    pub provider_keys: BTreeMap<String, String>,
+}
+
+impl Gateway {
+    /// Validates the configuration and reads the secrets it names from `env`.
+    pub fn new(
+        config: PluginConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let (keys, policy) = config.check()?;
+
+        let variable = &config.evidence.signing_key_env;
+        let seed = env(variable).ok_or_else(|| ConfigError::MissingEnvironment {
+            field: "evidence.signing_key_env".to_owned(),
+            variable: variable.clone(),
+        })?;
+        let signing_key = SigningKey::from_base64(&seed)
+            .map_err(|e| invalid("evidence.signing_key_env", format!("{variable}: {e}")))?;
+
+        let mut provider_keys = BTreeMap::new();
+        for (name, provider) in &config.providers {
+            let key =
+                env(&provider.api_key_env).ok_or_else(|| ConfigError::MissingEnvironment {
+                    field: format!("providers.{name}.api_key_env"),
+                    variable: provider.api_key_env.clone(),
+                })?;
+            provider_keys.insert(name.clone(), key);
+        }
+
+        Ok(Self {
+            config,
+            keys,
+            policy,
+            signing_key,
+            provider_keys,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const SIGNING_SEED: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+    pub(crate) fn sample_json() -> serde_json::Value {
+        serde_json::json!({
+            "providers": {"openai": {"api_key_env": "OPENAI_API_KEY"}},
+            "api_keys": [{
+                // sha256("mj-finance-test-key")
+                "sha256": crate::auth::tests::hash_hex("mj-finance-test-key"),
+                "user_id": "alice", "name": "alice-laptop",
+                "attributes": {"department": "finance"}
+            }],
+            "policies": {"modules": [{
+                "path": "policies/department.rego",
+                "source": include_str!("../../policies/department.rego")
+            }]},
+            "pricing": {"gpt-4": {"input_per_million": 30.0, "output_per_million": 60.0}},
+            "evidence": {"sink_cluster": "evidence_sink"}
+        })
+    }
+
+    pub(crate) fn env(name: &str) -> Option<String> {
+        match name {
+            "MERCATOR_SIGNING_KEY" => Some(SIGNING_SEED.to_owned()),
+            "OPENAI_API_KEY" => Some("sk-provider-secret".to_owned()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn sample_gateway() -> Gateway {
+        let config = PluginConfig::from_json(sample_json().to_string().as_bytes()).unwrap();
+        Gateway::new(config, env).unwrap()
+    }
+
+    #[test]
+    fn a_complete_configuration_builds_a_gateway() {
+        let gateway = sample_gateway();
+
+        assert_eq!(gateway.provider_keys["openai"], "sk-provider-secret");
+        assert_eq!(gateway.config.limits.max_request_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_by_name() {
+        let mut json = sample_json();
+        json["evidence"]["contnet"] = serde_json::json!("digest");
+
+        let error = PluginConfig::from_json(json.to_string().as_bytes()).unwrap_err();
+
+        assert!(error.to_string().contains("contnet"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_signing_key_stops_the_configuration() {
+        let config = PluginConfig::from_json(sample_json().to_string().as_bytes()).unwrap();
+
+        let error = Gateway::new(config, |_| None).err().unwrap();
+
+        assert!(
+            error.to_string().contains("MERCATOR_SIGNING_KEY"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_key_hash_is_named() {
+        let mut json = sample_json();
+        json["api_keys"][0]["sha256"] = serde_json::json!("abc");
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        let error = config.check().err().unwrap();
+
+        assert!(error.to_string().contains("api_keys[0].sha256"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_expiry_is_named() {
+        let mut json = sample_json();
+        json["api_keys"][0]["expires_at"] = serde_json::json!("next tuesday");
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        let error = config.check().err().unwrap();
+
+        assert!(
+            error.to_string().contains("api_keys[0].expires_at"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_negative_price_is_refused() {
+        let mut json = sample_json();
+        json["pricing"]["gpt-4"]["input_per_million"] = serde_json::json!(-1.0);
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        assert!(config
+            .check()
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("pricing.gpt-4"));
+    }
+
+    #[test]
+    fn a_policy_that_does_not_compile_stops_the_configuration_with_its_file() {
+        let mut json = sample_json();
+        json["policies"]["modules"][0]["source"] = serde_json::json!("package x\nallow if {");
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        let error = config.check().err().unwrap();
+
+        assert!(
+            error.to_string().contains("policies/department.rego"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! One request's life in the gateway, as a state machine that never touches the host.
+//!
+//! The host adapter (`host.rs`) feeds it headers and bodies as Envoy delivers them and does
+//! what each step says: edit headers, wait for the body, answer locally, or let the
+//! exchange go on. Every request that reaches the filter ends in exactly one signed
+//! evidence record, which the adapter takes with [`Exchange::take_evidence`] and queues
+//! for the sink.
+
+use std::rc::Rc;
+
+use mercator_evidence::{
+    AuthEvidence, AuthMethod, AuthResult, Decision, EvidenceRecord, ExchangeEvidence, GatewayError,
+    TokenUsage, RECORD_SCHEMA,
+};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::auth::Identity;
+use crate::config::{ContentMode, Gateway};
+use crate::openai::{parse_chat_request, parse_chat_response, ChatRequest, RequestError};
+use crate::policy::PolicyOutcome;
+use crate::reply::{LocalReply, Refusal};
+
+/// The one API this version governs.
+const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+
+/// Request headers the gateway removes before anything else reads them: the caller's
+/// credentials (replaced by the provider's) and any identity header a caller might forge.
+const STRIPPED_PREFIX: &str = "x-mercator-";
+
+/// Header edits for the host to apply to the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    /// Headers to remove, by lowercase name.
+    pub remove: Vec<String>,
+    /// Headers to set (replacing any value).
+    pub set: Vec<(String, String)>,
+}
+
+/// What the host does after a request callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestStep {
+    /// Hold the request until its body is complete.
+    WaitForBody,
+    /// Let the request go on to the provider.
+    Forward,
+    /// Answer locally; nothing goes upstream.
+    Reply(LocalReply),
+}
+
+/// What the host does after a response callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseStep {
+    /// Pass the response on as it is.
+    Continue,
+    /// Hold the response until its body is complete (headers edited as given).
+    WaitForBody(Vec<(String, String)>),
+    /// Replace the provider's answer with this one.
+    Reply(LocalReply),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing seen yet.
+    Start,
+    /// Authenticated, waiting for the request body.
+    AwaitingBody,
+    /// Allowed and sent to the provider; waiting for its answer.
+    Forwarded,
+    /// Evidence has been built; nothing more to do.
+    Finished,
+}
+
+/// A request's state from its headers to its evidence.
+pub struct Exchange {
+    gateway: Rc<Gateway>,
+    phase: Phase,
+    event_id: String,
+    request_id: String,
+    path: String,
+    auth: AuthEvidence,
+    identity: Option<Identity>,
+    provider: Option<String>,
+    model: Option<String>,
+    request: Option<ExchangeEvidence>,
+    response_status: Option<u16>,
+    policy: Option<PolicyOutcome>,
+    decision: Decision,
+    evidence: Option<String>,
+    log_line: String,
+}
+
+impl Exchange {
+    /// A new exchange under `gateway`'s configuration.
+    pub fn new(gateway: Rc<Gateway>) -> Self {
+        Self {
+            gateway,
+            phase: Phase::Start,
+            event_id: String::new(),
+            request_id: String::new(),
+            path: String::new(),
+            auth: AuthEvidence {
+                method: AuthMethod::None,
+                result: AuthResult::Missing,
+                key_name: None,
+                key_fingerprint: None,
+            },
+            identity: None,
+            provider: None,
+            model: None,
+            request: None,
+            response_status: None,
+            policy: None,
+            decision: Decision::Error,
+            evidence: None,
+            log_line: String::new(),
+        }
+    }
+
+    /// The request's headers have arrived. `headers` has lowercase names and raw values;
+    /// `end_of_stream` says no body follows; `backlog_full` says the evidence queue cannot
+    /// take another record.
+    pub fn on_request_headers(
+        &mut self,
+        headers: &[(String, Vec<u8>)],
+        end_of_stream: bool,
+        backlog_full: bool,
+        now: OffsetDateTime,
+    ) -> (HeaderEdits, RequestStep) {
+        let mut edits = HeaderEdits::default();
+        edits.remove.push("authorization".to_owned());
+        edits.remove.push("x-api-key".to_owned());
+        for (name, _) in headers {
+            if name.starts_with(STRIPPED_PREFIX) && !edits.remove.contains(name) {
+                edits.remove.push(name.clone());
+            }
+        }
+
+        if backlog_full {
+            self.phase = Phase::Finished;
+            self.log_line = "evidence backlog full: request refused with 503".to_owned();
+            return (
+                edits,
+                RequestStep::Reply(Refusal::EvidenceUnavailable.reply(None)),
+            );
+        }
+        let Some(event_id) = new_event_id() else {
+            self.phase = Phase::Finished;
+            self.log_line = "no entropy for an evidence id: request refused with 500".to_owned();
+            return (edits, RequestStep::Reply(Refusal::Internal.reply(None)));
+        };
+        self.event_id = event_id;
+
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        self.request_id = header("x-request-id").unwrap_or_else(|| self.event_id.clone());
+        let method = header(":method").unwrap_or_default();
+        let full_path = header(":path").unwrap_or_default();
+        self.path = full_path.split('?').next().unwrap_or_default().to_owned();
+
+        let outcome = self.gateway.keys.authenticate(headers, now);
+        self.auth = AuthEvidence {
+            method: if outcome.presented {
+                AuthMethod::ApiKey
+            } else {
+                AuthMethod::None
+            },
+            result: outcome.result,
+            key_name: outcome.key_name.clone(),
+            key_fingerprint: outcome.fingerprint.clone(),
+        };
+        self.log_line = format!(
+            "auth.result={:?} auth.key={} auth.key_name={}",
+            outcome.result,
+            outcome.redacted.as_deref().unwrap_or("-"),
+            outcome.key_name.as_deref().unwrap_or("-"),
+        );
+        let Some(identity) = outcome.identity.clone() else {
+            let refusal = Refusal::Unauthenticated {
+                result: outcome.result,
+                message: outcome.message(),
+            };
+            return (
+                edits,
+                self.refuse(Decision::Unauthenticated, &refusal, None, now),
+            );
+        };
+        self.identity = Some(identity);
+
+        if self.path != CHAT_COMPLETIONS {
+            let refusal = Refusal::UnknownEndpoint {
+                path: self.path.clone(),
+            };
+            return (edits, self.refuse(Decision::Invalid, &refusal, None, now));
+        }
+        if method != "POST" {
+            let refusal = Refusal::MethodNotAllowed { method };
+            return (edits, self.refuse(Decision::Invalid, &refusal, None, now));
+        }
+        self.provider = Some("openai".to_owned());
+
+        let limit = self.gateway.config.limits.max_request_body_bytes;
+        let declared = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return (
+                edits,
+                self.refuse(Decision::Invalid, &Refusal::TooLarge { limit }, None, now),
+            );
+        }
+        if end_of_stream {
+            return (edits, self.on_request_body(b"", now));
+        }
+
+        if let Some(key) = self.gateway.provider_keys.get("openai") {
+            edits
+                .set
+                .push(("authorization".to_owned(), format!("Bearer {key}")));
+        }
+        self.phase = Phase::AwaitingBody;
+        (edits, RequestStep::WaitForBody)
+    }
+
+    /// The request body grew past the limit before it was complete.
+    pub fn on_request_body_too_large(&mut self, now: OffsetDateTime) -> RequestStep {
+        let limit = self.gateway.config.limits.max_request_body_bytes;
+        self.refuse(Decision::Invalid, &Refusal::TooLarge { limit }, None, now)
+    }
+
+    /// The whole request body has arrived: validate it and ask the policies.
+    pub fn on_request_body(&mut self, body: &[u8], now: OffsetDateTime) -> RequestStep {
+        let mode = self.gateway.config.evidence.content;
+        self.request = Some(describe(body, mode, Some(self.path.clone()), None));
+
+        let limit = self.gateway.config.limits.max_request_body_bytes;
+        if body.len() > limit {
+            return self.refuse(Decision::Invalid, &Refusal::TooLarge { limit }, None, now);
+        }
+        let chat = match body {
+            b"" => Err(RequestError::NotJson("the body is empty".to_owned())),
+            _ => parse_chat_request(body),
+        };
+        let chat = match chat {
+            Ok(chat) => chat,
+            Err(error) => {
+                self.model = partial_model(body);
+                return self.refuse(
+                    Decision::Invalid,
+                    &Refusal::InvalidRequest(error),
+                    None,
+                    now,
+                );
+            }
+        };
+        self.model = Some(chat.model.clone());
+
+        let outcome = self.gateway.policy.evaluate(&self.policy_input(&chat, now));
+        let allowed = outcome.allowed;
+        let reasons = outcome.deny_reasons();
+        self.policy = Some(outcome);
+        if !allowed {
+            return self.refuse(
+                Decision::Deny,
+                &Refusal::PolicyDenied { reasons },
+                None,
+                now,
+            );
+        }
+
+        self.decision = Decision::Allow;
+        self.phase = Phase::Forwarded;
+        RequestStep::Forward
+    }
+
+    /// The provider's response headers have arrived.
+    pub fn on_response_headers(&mut self, status: u16) -> ResponseStep {
+        if self.phase != Phase::Forwarded {
+            return ResponseStep::Continue;
+        }
+        self.response_status = Some(status);
+        let id = (crate::EVIDENCE_ID_HEADER.to_owned(), self.event_id.clone());
+        ResponseStep::WaitForBody(vec![id])
+    }
+
+    /// The provider's answer grew past the limit: it cannot be checked, so it is refused.
+    pub fn on_response_body_too_large(&mut self, now: OffsetDateTime) -> ResponseStep {
+        if self.phase != Phase::Forwarded {
+            return ResponseStep::Continue;
+        }
+        let limit = self.gateway.config.limits.max_response_body_bytes;
+        let refusal = Refusal::BadProviderResponse {
+            detail: format!("it is larger than {limit} bytes"),
+        };
+        response_step(self.refuse(Decision::Error, &refusal, None, now))
+    }
+
+    /// The provider's whole answer has arrived: check it, count tokens and cost, sign.
+    pub fn on_response_body(&mut self, body: &[u8], now: OffsetDateTime) -> ResponseStep {
+        if self.phase != Phase::Forwarded {
+            return ResponseStep::Continue;
+        }
+        let mode = self.gateway.config.evidence.content;
+        let status = self.response_status.unwrap_or(0);
+        let provider_answer = describe(body, mode, None, Some(status));
+
+        if !(200..300).contains(&status) {
+            // The provider refused or failed; its answer goes to the caller as it is.
+            return self.finish_forwarded(provider_answer, None, None, now);
+        }
+        match parse_chat_response(body) {
+            Ok(answer) => {
+                let cost = self.cost(&answer.model, answer.usage);
+                self.finish_forwarded(provider_answer, answer.usage, cost, now)
+            }
+            Err(error) => {
+                let refusal = Refusal::BadProviderResponse {
+                    detail: error.to_string(),
+                };
+                response_step(self.refuse(Decision::Error, &refusal, Some(provider_answer), now))
+            }
+        }
+    }
+
+    /// The stream is over. If no evidence was built yet (the client went away, the
+    /// upstream reset), build it now from what is known.
+    pub fn on_done(&mut self, now: OffsetDateTime) {
+        if matches!(self.phase, Phase::Finished | Phase::Start) {
+            return;
+        }
+        let error = GatewayError {
+            status: self.response_status.unwrap_or(0),
+            code: "incomplete_exchange".to_owned(),
+            message: "the exchange ended before the gateway saw the whole answer".to_owned(),
+        };
+        let decision = if self.phase == Phase::Forwarded {
+            self.decision
+        } else {
+            Decision::Error
+        };
+        let response = not_read(None, self.response_status);
+        if self
+            .seal(decision, response, Some(error), None, None, now)
+            .is_err()
+        {
+            self.log_line.push_str(" evidence=unsigned");
+        }
+    }
+
+    /// The signed record, once, for the adapter to queue.
+    pub fn take_evidence(&mut self) -> Option<String> {
+        self.evidence.take()
+    }
+
+    /// A line for the log: ids, user, decision, redacted credential. Never a key or a prompt.
+    pub fn log_line(&self) -> String {
+        format!(
+            "request.id={} evidence.id={} user.id={} policy.decision={} {}",
+            self.request_id,
+            self.event_id,
+            self.identity
+                .as_ref()
+                .map_or("-", |identity| identity.user_id.as_str()),
+            self.decision.as_str(),
+            self.log_line
+        )
+    }
+
+    fn finish_forwarded(
+        &mut self,
+        response: ExchangeEvidence,
+        usage: Option<TokenUsage>,
+        cost: Option<f64>,
+        now: OffsetDateTime,
+    ) -> ResponseStep {
+        match self.seal(Decision::Allow, response, None, usage, cost, now) {
+            Ok(()) => ResponseStep::Continue,
+            Err(reply) => ResponseStep::Reply(reply),
+        }
+    }
+
+    /// Answers locally and records why.
+    fn refuse(
+        &mut self,
+        decision: Decision,
+        refusal: &Refusal,
+        provider_answer: Option<ExchangeEvidence>,
+        now: OffsetDateTime,
+    ) -> RequestStep {
+        let reply = refusal.reply(Some(&self.event_id));
+        let mode = self.gateway.config.evidence.content;
+        // The caller sees the gateway's reply; a refused provider answer is kept too,
+        // digest-only, in the error message's place of record.
+        let response = describe(&reply.body, mode, None, Some(reply.status));
+        let mut error = refusal.evidence();
+        if let Some(answer) = provider_answer {
+            if let Some(digest) = answer.body_sha256 {
+                error.message = format!("{} (provider answer {digest})", error.message);
+            }
+        }
+        match self.seal(decision, response, Some(error), None, None, now) {
+            Ok(()) => RequestStep::Reply(reply),
+            Err(internal) => RequestStep::Reply(internal),
+        }
+    }
+
+    /// Builds and signs the record. A record that cannot be signed fails the request.
+    fn seal(
+        &mut self,
+        decision: Decision,
+        response: ExchangeEvidence,
+        error: Option<GatewayError>,
+        token_usage: Option<TokenUsage>,
+        cost: Option<f64>,
+        now: OffsetDateTime,
+    ) -> Result<(), LocalReply> {
+        self.decision = decision;
+        self.phase = Phase::Finished;
+
+        let record = EvidenceRecord {
+            schema: RECORD_SCHEMA.to_owned(),
+            id: self.event_id.clone(),
+            timestamp: rfc3339_millis(now),
+            request_id: self.request_id.clone(),
+            user_id: self
+                .identity
+                .as_ref()
+                .map(|identity| identity.user_id.clone()),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            decision,
+            auth: self.auth.clone(),
+            request: self
+                .request
+                .clone()
+                .unwrap_or_else(|| not_read(Some(self.path.clone()), None)),
+            response,
+            error,
+            policy_bundle: self
+                .policy
+                .as_ref()
+                .map(|_| self.gateway.policy.digest().to_owned()),
+            policy_decisions: self
+                .policy
+                .as_ref()
+                .map(|p| p.decisions.clone())
+                .unwrap_or_default(),
+            token_usage,
+            cost,
+            key_id: String::new(),
+        };
+
+        match record.sign(&self.gateway.signing_key) {
+            Ok(signed) => {
+                self.evidence = Some(signed);
+                Ok(())
+            }
+            Err(error) => {
+                self.log_line
+                    .push_str(&format!(" evidence.error=\"{error}\""));
+                Err(Refusal::Internal.reply(None))
+            }
+        }
+    }
+
+    /// The policy input, version 1 (documented in the README).
+    fn policy_input(&self, chat: &ChatRequest, now: OffsetDateTime) -> Value {
+        let mut user = serde_json::Map::new();
+        if let Some(identity) = &self.identity {
+            for (name, value) in &identity.attributes {
+                user.insert(name.clone(), Value::String(value.clone()));
+            }
+            user.insert("id".to_owned(), Value::String(identity.user_id.clone()));
+            user.insert(
+                "key_name".to_owned(),
+                Value::String(identity.key_name.clone()),
+            );
+        }
+        let prompt_chars: usize = chat.messages.iter().map(|m| m.chars).sum();
+
+        json!({
+            "version": 1,
+            "time": rfc3339_millis(now),
+            "request": {
+                "id": self.request_id,
+                "api": "openai.chat_completions",
+                "provider": self.provider,
+                "path": self.path,
+                "model": chat.model,
+                "user": user,
+                "messages": chat.messages,
+                "message_count": chat.messages.len(),
+                "prompt_chars": prompt_chars,
+                "parameters": {
+                    "max_tokens": chat.max_tokens,
+                    "temperature": chat.temperature,
+                    "tools": chat.tools,
+                },
+            },
+        })
+    }
+
+    /// Dollars for the usage, priced by the model asked for, else the model that answered.
+    fn cost(&self, answered_model: &str, usage: Option<TokenUsage>) -> Option<f64> {
+        let usage = usage?;
+        let pricing = &self.gateway.config.pricing;
+        let price = self
+            .model
+            .as_deref()
+            .and_then(|model| pricing.get(model))
+            .or_else(|| pricing.get(answered_model))?;
+        let dollars = (usage.prompt_tokens as f64 * price.input_per_million
+            + usage.completion_tokens as f64 * price.output_per_million)
+            / 1_000_000.0;
+        // Ten decimal places: below a millionth of a cent, and free of float noise.
+        Some((dollars * 1e10).round() / 1e10)
+    }
+}
+
+fn response_step(step: RequestStep) -> ResponseStep {
+    match step {
+        RequestStep::Reply(reply) => ResponseStep::Reply(reply),
+        RequestStep::WaitForBody | RequestStep::Forward => ResponseStep::Continue,
+    }
+}
+
+/// The model named by a body that failed validation, if it names one, for the evidence.
+fn partial_model(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    value.get("model")?.as_str().map(str::to_owned)
+}
+
+fn describe(
+    body: &[u8],
+    mode: ContentMode,
+    path: Option<String>,
+    status: Option<u16>,
+) -> ExchangeEvidence {
+    let hex: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = match mode {
+        ContentMode::Full => std::str::from_utf8(body).ok().map(str::to_owned),
+        ContentMode::Digest => None,
+    };
+    ExchangeEvidence {
+        path,
+        status,
+        body_bytes: Some(body.len() as u64),
+        body_sha256: Some(format!("sha256:{hex}")),
+        body: text,
+    }
+}
+
+fn not_read(path: Option<String>, status: Option<u16>) -> ExchangeEvidence {
+    ExchangeEvidence {
+        path,
+        status,
+        body_bytes: None,
+        body_sha256: None,
+        body: None,
+    }
+}
+
+/// `evt_` and 26 lowercase base32 characters of 128 random bits.
+fn new_event_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(format!("evt_{}", base32_lower(&bytes)?))
+}
+
+fn base32_lower(bytes: &[u8]) -> Option<String> {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for byte in bytes {
+        buffer = (buffer << 8) | u32::from(*byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(*ALPHABET.get(((buffer >> bits) & 31) as usize)?));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(
+            *ALPHABET.get(((buffer << (5 - bits)) & 31) as usize)?,
+        ));
+    }
+    Some(out)
+}
+
+/// RFC 3339 in UTC with milliseconds, as records carry it.
+pub fn rfc3339_millis(now: OffsetDateTime) -> String {
+    let utc = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests;

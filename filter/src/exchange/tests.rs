@@ -1,0 +1,385 @@
+//! The exchange driven natively, as Envoy would drive it, without a host.
+
+use super::*;
+use crate::config::tests::sample_gateway;
+use mercator_evidence::{verify_record, PolicyVerdict, Verdict};
+use time::macros::datetime;
+
+const NOW: OffsetDateTime = datetime!(2026-12-03 10:30:00.250 UTC);
+const FINANCE_KEY: &[u8] = b"mj-finance-test-key";
+
+fn headers(path: &str, key: Option<&[u8]>) -> Vec<(String, Vec<u8>)> {
+    let mut headers = vec![
+        (":method".to_owned(), b"POST".to_vec()),
+        (":path".to_owned(), path.as_bytes().to_vec()),
+        ("x-request-id".to_owned(), b"req-42".to_vec()),
+        ("x-mercator-user-id".to_owned(), b"mallory".to_vec()),
+    ];
+    if let Some(key) = key {
+        let mut value = b"Bearer ".to_vec();
+        value.extend_from_slice(key);
+        headers.push(("authorization".to_owned(), value));
+    }
+    headers
+}
+
+fn chat(model: &str) -> Vec<u8> {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]})
+        .to_string()
+        .into_bytes()
+}
+
+fn answer() -> Vec<u8> {
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4-0613",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn exchange() -> Exchange {
+    Exchange::new(Rc::new(sample_gateway()))
+}
+
+/// Parses the signed record and checks its signature with the gateway's public key.
+fn verified(exchange: &mut Exchange) -> Value {
+    let text = exchange.take_evidence().expect("a signed record");
+    let record: Value = serde_json::from_str(&text).unwrap();
+    let public = exchange.gateway.signing_key.verifying_key();
+    assert!(matches!(
+        verify_record(&record, |_| Some(&public)),
+        Verdict::Valid { .. }
+    ));
+    assert!(exchange.take_evidence().is_none(), "exactly one record");
+    record
+}
+
+fn status_of(step: &RequestStep) -> u16 {
+    match step {
+        RequestStep::Reply(reply) => reply.status,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_allowed_call_is_forwarded_with_the_provider_key_and_recorded_with_usage_and_cost() {
+    let mut exchange = exchange();
+
+    let (edits, step) = exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+    assert_eq!(step, RequestStep::WaitForBody);
+    assert!(edits.remove.contains(&"authorization".to_owned()));
+    assert!(edits.remove.contains(&"x-mercator-user-id".to_owned()));
+    assert_eq!(
+        edits.set,
+        vec![(
+            "authorization".to_owned(),
+            "Bearer sk-provider-secret".to_owned()
+        )]
+    );
+
+    assert_eq!(
+        exchange.on_request_body(&chat("gpt-4"), NOW),
+        RequestStep::Forward
+    );
+    assert!(
+        exchange.take_evidence().is_none(),
+        "nothing is recorded before the answer"
+    );
+
+    let step = exchange.on_response_headers(200);
+    assert!(
+        matches!(step, ResponseStep::WaitForBody(ref added) if added[0].0 == "x-mercator-evidence-id")
+    );
+    assert_eq!(
+        exchange.on_response_body(&answer(), NOW),
+        ResponseStep::Continue
+    );
+
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["user_id"], "alice");
+    assert_eq!(record["model"], "gpt-4");
+    assert_eq!(record["request_id"], "req-42");
+    assert_eq!(record["timestamp"], "2026-12-03T10:30:00.250Z");
+    assert_eq!(record["token_usage"]["total_tokens"], 1500);
+    // 1000 * $30/M + 500 * $60/M
+    assert_eq!(record["cost"], 0.06);
+    assert_eq!(record["policy_decisions"][0]["decision"], "allow");
+    assert!(record["policy_bundle"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(record["response"]["status"], 200);
+    assert!(record["request"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Hello"));
+}
+
+#[test]
+fn finance_asking_for_gpt_3_5_is_denied_with_the_reason_and_recorded() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+
+    let step = exchange.on_request_body(&chat("gpt-3.5-turbo"), NOW);
+
+    assert_eq!(status_of(&step), 403);
+    let RequestStep::Reply(reply) = step else {
+        unreachable!()
+    };
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("Department not authorized for this model")
+    );
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(
+        record["policy_decisions"][0]["reason"],
+        "Department not authorized for this model"
+    );
+    assert_eq!(record["error"]["code"], "policy_denied");
+}
+
+#[test]
+fn missing_and_unknown_keys_are_refused_at_the_headers_and_recorded() {
+    for key in [None, Some(b"mj-someone-elses-key".as_slice())] {
+        let mut exchange = exchange();
+
+        let (_, step) =
+            exchange.on_request_headers(&headers(CHAT_COMPLETIONS, key), false, false, NOW);
+
+        assert_eq!(status_of(&step), 401);
+        let record = verified(&mut exchange);
+        assert_eq!(record["decision"], "unauthenticated");
+        assert_eq!(record["user_id"], Value::Null);
+        assert_eq!(record["request"]["body_sha256"], Value::Null);
+    }
+}
+
+#[test]
+fn malformed_bodies_are_400_and_recorded_with_their_digest() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+
+    let step = exchange.on_request_body(br#"{"model": "gpt-4", "messages": []}"#, NOW);
+
+    assert_eq!(status_of(&step), 400);
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "invalid");
+    assert_eq!(record["model"], "gpt-4");
+    assert_eq!(record["request"]["body_bytes"], 34);
+    assert!(record["policy_decisions"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn an_empty_body_is_400() {
+    let mut exchange = exchange();
+
+    let (_, step) = exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        true,
+        false,
+        NOW,
+    );
+
+    assert_eq!(status_of(&step), 400);
+}
+
+#[test]
+fn an_oversized_content_length_is_413_before_the_body() {
+    let mut exchange = exchange();
+    let mut headers = headers(CHAT_COMPLETIONS, Some(FINANCE_KEY));
+    headers.push(("content-length".to_owned(), b"99999999".to_vec()));
+
+    let (_, step) = exchange.on_request_headers(&headers, false, false, NOW);
+
+    assert_eq!(status_of(&step), 413);
+}
+
+#[test]
+fn an_unknown_path_is_404_after_authentication() {
+    let mut exchange = exchange();
+
+    let (_, step) = exchange.on_request_headers(
+        &headers("/v1/embeddings", Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+
+    assert_eq!(status_of(&step), 404);
+    assert_eq!(verified(&mut exchange)["decision"], "invalid");
+}
+
+#[test]
+fn a_malformed_provider_answer_becomes_502_and_is_recorded_as_an_error() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+    exchange.on_request_body(&chat("gpt-4"), NOW);
+    exchange.on_response_headers(200);
+
+    let step = exchange.on_response_body(b"<html>oops", NOW);
+
+    assert!(matches!(step, ResponseStep::Reply(ref reply) if reply.status == 502));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "error");
+    assert_eq!(record["error"]["code"], "bad_provider_response");
+}
+
+#[test]
+fn a_provider_error_passes_through_and_is_recorded() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+    exchange.on_request_body(&chat("gpt-4"), NOW);
+    exchange.on_response_headers(429);
+
+    let step = exchange.on_response_body(br#"{"error": {"message": "slow down"}}"#, NOW);
+
+    assert_eq!(step, ResponseStep::Continue);
+    let record = verified(&mut exchange);
+    assert_eq!(record["response"]["status"], 429);
+    assert_eq!(record["token_usage"], Value::Null);
+}
+
+#[test]
+fn an_exchange_cut_short_is_still_recorded_once() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+    exchange.on_request_body(&chat("gpt-4"), NOW);
+
+    exchange.on_done(NOW);
+    exchange.on_done(NOW);
+
+    let record = verified(&mut exchange);
+    assert_eq!(record["error"]["code"], "incomplete_exchange");
+    assert_eq!(record["decision"], "allow");
+}
+
+#[test]
+fn a_local_reply_passing_back_through_the_filter_is_left_alone() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(&headers(CHAT_COMPLETIONS, None), false, false, NOW);
+    exchange.take_evidence();
+
+    assert_eq!(exchange.on_response_headers(401), ResponseStep::Continue);
+    assert_eq!(
+        exchange.on_response_body(b"{}", NOW),
+        ResponseStep::Continue
+    );
+    exchange.on_done(NOW);
+    assert!(exchange.take_evidence().is_none());
+}
+
+#[test]
+fn a_full_evidence_backlog_refuses_with_503() {
+    let mut exchange = exchange();
+
+    let (_, step) = exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        true,
+        NOW,
+    );
+
+    assert_eq!(status_of(&step), 503);
+}
+
+#[test]
+fn digest_mode_keeps_no_content() {
+    let mut gateway = sample_gateway();
+    gateway.config.evidence.content = ContentMode::Digest;
+    let mut exchange = Exchange::new(Rc::new(gateway));
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+
+    exchange.on_request_body(&chat("gpt-3.5-turbo"), NOW);
+
+    let record = verified(&mut exchange);
+    assert_eq!(record["request"]["body"], Value::Null);
+    assert!(record["request"]["body_sha256"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}
+
+#[test]
+fn the_log_line_never_holds_the_key_or_the_prompt() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+    exchange.on_request_body(&chat("gpt-4"), NOW);
+
+    let line = exchange.log_line();
+
+    assert!(!line.contains("mj-finance-test-key"));
+    assert!(!line.contains("Hello"));
+    assert!(line.contains("user.id=alice"));
+}
+
+#[test]
+fn event_ids_are_unique_and_well_formed() {
+    let a = new_event_id().unwrap();
+    let b = new_event_id().unwrap();
+
+    assert_ne!(a, b);
+    assert_eq!(a.len(), 4 + 26);
+    assert!(a[4..]
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
+}
+
+#[test]
+fn each_policy_decision_kind_survives_into_the_record() {
+    let mut exchange = exchange();
+    exchange.on_request_headers(
+        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
+        false,
+        false,
+        NOW,
+    );
+    exchange.on_request_body(&chat("gpt-3.5-turbo"), NOW);
+
+    let decisions = exchange.policy.as_ref().unwrap().decisions.clone();
+
+    assert_eq!(decisions[0].decision, PolicyVerdict::Deny);
+}

@@ -1,0 +1,470 @@
+//! The only module that talks to Envoy: it adapts the proxy-wasm callbacks to
+//! [`Exchange`] and delivers signed records to the evidence sink.
+//!
+//! Host rules this module lives by (see `shared/design.md`):
+//! - Request headers can be read and edited only in the headers callback, so everything the
+//!   exchange needs from them is read there, and credentials are swapped there too. The
+//!   request is held (`Pause`, which Envoy honours as StopIteration only when the plugin
+//!   sets `allow_on_headers_stop_iteration: true`) until the body is decided, so a denied
+//!   request never reaches the provider, not even its headers.
+//! - Only `hostcalls` that answer with a `Result` for the statuses that can occur in the
+//!   phase at hand are used; none of the trait helpers that unwrap.
+//! - Records are delivered by the root context on a timer, not by the request: the
+//!   client's answer never waits for the sink, and a request context that ends does not
+//!   cancel its record's delivery.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use time::OffsetDateTime;
+
+use crate::config::{Gateway, PluginConfig};
+use crate::exchange::{Exchange, RequestStep, ResponseStep};
+use crate::reply::LocalReply;
+
+/// Delivery calls in flight at once, per worker.
+const MAX_IN_FLIGHT: usize = 4;
+/// Longest wait between delivery attempts while the sink fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(GatewayRoot::default()) });
+}}
+
+fn log(level: LogLevel, message: &str) {
+    // Logging is best effort: a host that cannot log must not stop a request.
+    let _ = hostcalls::log(level, message);
+}
+
+fn now() -> OffsetDateTime {
+    let time = hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH);
+    OffsetDateTime::from(time)
+}
+
+/// A signed record waiting for delivery. `alone` records are sent one per call: their
+/// batch was refused, and sending them singly finds the one at fault.
+struct Pending {
+    record: String,
+    alone: bool,
+}
+
+/// Signed records on their way to the sink, shared by the root and request contexts of one
+/// VM (one worker thread).
+#[derive(Default)]
+struct EvidenceQueue {
+    waiting: VecDeque<Pending>,
+    in_flight: usize,
+}
+
+impl EvidenceQueue {
+    fn backlog(&self) -> usize {
+        self.waiting.len() + self.in_flight
+    }
+}
+
+#[derive(Default)]
+struct GatewayRoot {
+    gateway: Option<Rc<Gateway>>,
+    queue: Rc<RefCell<EvidenceQueue>>,
+    calls: HashMap<u32, Vec<Pending>>,
+    backoff: Duration,
+    retry_at: Option<SystemTime>,
+}
+
+impl RootContext for GatewayRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            _ => {
+                log(
+                    LogLevel::Critical,
+                    "mercator: no plugin configuration; refusing to start",
+                );
+                return false;
+            }
+        };
+        let gateway = PluginConfig::from_json(&bytes)
+            .and_then(|config| Gateway::new(config, |name| std::env::var(name).ok()));
+        let gateway = match gateway {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                log(
+                    LogLevel::Critical,
+                    &format!("mercator: {error}; refusing to start"),
+                );
+                return false;
+            }
+        };
+
+        let interval = Duration::from_millis(gateway.config.evidence.flush_interval_ms.max(10));
+        if hostcalls::set_tick_period(interval).is_err() {
+            log(
+                LogLevel::Critical,
+                "mercator: cannot set the evidence timer; refusing to start",
+            );
+            return false;
+        }
+        log(
+            LogLevel::Info,
+            &format!(
+                "mercator: configured gateway.id={} api_keys={} policy.bundle={} signing.key_id={}",
+                gateway.config.gateway_id,
+                gateway.config.api_keys.len(),
+                gateway.policy.digest(),
+                gateway.signing_key.key_id(),
+            ),
+        );
+        self.gateway = Some(Rc::new(gateway));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(gateway) = self.gateway.clone() else {
+            return;
+        };
+        if let Some(retry_at) = self.retry_at {
+            if hostcalls::get_current_time().is_ok_and(|now| now < retry_at) {
+                return;
+            }
+        }
+        while self.calls.len() < MAX_IN_FLIGHT {
+            let batch = self.next_batch(gateway.config.evidence.batch_size);
+            if batch.is_empty() {
+                break;
+            }
+            if !self.deliver(&gateway, batch) {
+                break;
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let gateway = self.gateway.clone()?;
+        Some(Box::new(GatewayHttp {
+            exchange: Exchange::new(gateway.clone()),
+            gateway,
+            queue: self.queue.clone(),
+            response_held: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl GatewayRoot {
+    fn next_batch(&mut self, batch_size: usize) -> Vec<Pending> {
+        let mut queue = self.queue.borrow_mut();
+        let mut batch = Vec::new();
+        if queue.waiting.front().is_some_and(|p| p.alone) {
+            batch.extend(queue.waiting.pop_front());
+        } else {
+            while batch.len() < batch_size && queue.waiting.front().is_some_and(|p| !p.alone) {
+                batch.extend(queue.waiting.pop_front());
+            }
+        }
+        queue.in_flight += batch.len();
+        batch
+    }
+
+    /// Sends one batch; on failure to dispatch, puts it back and backs off.
+    fn deliver(&mut self, gateway: &Gateway, batch: Vec<Pending>) -> bool {
+        let evidence = &gateway.config.evidence;
+        let body = format!(
+            "[{}]",
+            batch
+                .iter()
+                .map(|p| p.record.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let headers = vec![
+            (":method", "POST"),
+            (":path", evidence.sink_path.as_str()),
+            (":authority", evidence.sink_authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let timeout = Duration::from_millis(evidence.timeout_ms);
+
+        match hostcalls::dispatch_http_call(
+            &evidence.sink_cluster,
+            headers,
+            Some(body.as_bytes()),
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => {
+                self.calls.insert(token, batch);
+                true
+            }
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "mercator: cannot call evidence sink cluster {}: {status:?}; {} records kept",
+                        evidence.sink_cluster,
+                        batch.len()
+                    ),
+                );
+                self.requeue(batch, false);
+                self.back_off();
+                false
+            }
+        }
+    }
+
+    fn requeue(&mut self, batch: Vec<Pending>, alone: bool) {
+        let mut queue = self.queue.borrow_mut();
+        queue.in_flight = queue.in_flight.saturating_sub(batch.len());
+        for pending in batch.into_iter().rev() {
+            queue.waiting.push_front(Pending {
+                record: pending.record,
+                alone: alone || pending.alone,
+            });
+        }
+    }
+
+    fn back_off(&mut self) {
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(250), MAX_BACKOFF);
+        self.retry_at = hostcalls::get_current_time()
+            .ok()
+            .map(|now| now + self.backoff);
+    }
+}
+
+impl Context for GatewayRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(batch) = self.calls.remove(&token_id) else {
+            return;
+        };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+                .ok()
+                .and_then(|headers| {
+                    headers
+                        .into_iter()
+                        .find(|(name, _)| name == ":status")
+                        .map(|(_, v)| v)
+                })
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u16>().ok())
+        };
+
+        match status {
+            Some(200..=299) => {
+                let mut queue = self.queue.borrow_mut();
+                queue.in_flight = queue.in_flight.saturating_sub(batch.len());
+                self.backoff = Duration::ZERO;
+                self.retry_at = None;
+            }
+            // The sink refused the content: retrying the same bytes cannot help. Find the
+            // record at fault by sending each alone; a record refused alone is dropped.
+            Some(status @ 400..=499) if status != 408 && status != 429 => {
+                let reason =
+                    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(2048))
+                        .ok()
+                        .flatten()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                if batch.len() > 1 || batch.iter().any(|p| !p.alone) {
+                    log(LogLevel::Warn, &format!("mercator: evidence sink refused a batch ({status}): {reason}; retrying records one by one"));
+                    self.requeue(batch, true);
+                } else {
+                    let mut queue = self.queue.borrow_mut();
+                    queue.in_flight = queue.in_flight.saturating_sub(batch.len());
+                    for pending in batch {
+                        log(LogLevel::Critical, &format!("mercator: evidence record {} refused by the sink ({status}): {reason}; dropped", record_id(&pending.record)));
+                    }
+                }
+            }
+            other => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "mercator: evidence sink unavailable (status {other:?}); {} records kept for retry",
+                        batch.len()
+                    ),
+                );
+                self.requeue(batch, false);
+                self.back_off();
+            }
+        }
+    }
+}
+
+fn record_id(record: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(record)
+        .ok()
+        .and_then(|value| {
+            value
+                .get("id")
+                .and_then(|id| id.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "<unreadable>".to_owned())
+}
+
+struct GatewayHttp {
+    gateway: Rc<Gateway>,
+    exchange: Exchange,
+    queue: Rc<RefCell<EvidenceQueue>>,
+    response_held: bool,
+}
+
+impl GatewayHttp {
+    /// Queues the exchange's record, if it has one, and logs the decision.
+    fn ship_evidence(&mut self) {
+        if let Some(record) = self.exchange.take_evidence() {
+            self.queue.borrow_mut().waiting.push_back(Pending {
+                record,
+                alone: false,
+            });
+            log(
+                LogLevel::Info,
+                &format!("mercator: {}", self.exchange.log_line()),
+            );
+        }
+    }
+
+    fn send(&mut self, reply: &LocalReply) -> Action {
+        self.ship_evidence();
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        headers.extend(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        if hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
+            .is_err()
+        {
+            log(LogLevel::Error, "mercator: could not send a local reply");
+        }
+        Action::Pause
+    }
+}
+
+impl Context for GatewayHttp {}
+
+impl HttpContext for GatewayHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let backlog_full = {
+            let queue = self.queue.borrow();
+            queue.backlog() >= self.gateway.config.evidence.max_buffered_records
+        };
+
+        let (edits, step) =
+            self.exchange
+                .on_request_headers(&headers, end_of_stream, backlog_full, now());
+
+        for name in &edits.remove {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+        }
+        for (name, value) in &edits.set {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        }
+
+        match step {
+            RequestStep::WaitForBody => Action::Pause,
+            RequestStep::Forward => {
+                self.ship_evidence();
+                Action::Continue
+            }
+            RequestStep::Reply(reply) => self.send(&reply),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let step = if body_size > self.gateway.config.limits.max_request_body_bytes {
+            self.exchange.on_request_body_too_large(now())
+        } else if !end_of_stream {
+            return Action::Pause;
+        } else {
+            let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            self.exchange.on_request_body(&body, now())
+        };
+
+        match step {
+            RequestStep::WaitForBody => Action::Pause,
+            RequestStep::Forward => Action::Continue,
+            RequestStep::Reply(reply) => self.send(&reply),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u16>().ok())
+            .unwrap_or(0);
+
+        match self.exchange.on_response_headers(status) {
+            ResponseStep::Continue => Action::Continue,
+            ResponseStep::Reply(reply) => self.send(&reply),
+            ResponseStep::WaitForBody(added) => {
+                for (name, value) in &added {
+                    let _ =
+                        hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+                }
+                if end_of_stream {
+                    return self.finish_response(&[]);
+                }
+                self.response_held = true;
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.response_held {
+            return Action::Continue;
+        }
+        if body_size > self.gateway.config.limits.max_response_body_bytes {
+            return match self.exchange.on_response_body_too_large(now()) {
+                ResponseStep::Reply(reply) => self.send(&reply),
+                _ => Action::Continue,
+            };
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.finish_response(&body)
+    }
+
+    fn on_log(&mut self) {
+        self.exchange.on_done(now());
+        self.ship_evidence();
+    }
+}
+
+impl GatewayHttp {
+    fn finish_response(&mut self, body: &[u8]) -> Action {
+        self.response_held = false;
+        match self.exchange.on_response_body(body, now()) {
+            ResponseStep::Reply(reply) => self.send(&reply),
+            ResponseStep::Continue | ResponseStep::WaitForBody(_) => {
+                self.ship_evidence();
+                Action::Continue
+            }
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! OpenAI chat completions: what a valid request is, what the gateway reads from the
+//! provider's answer.
+//!
+//! Validation names the first field at fault in the caller's terms (`messages[2].role`), so
+//! a client sees what to fix. Only what the gateway needs is read; everything else in the
+//! body passes through untouched.
+
+use mercator_evidence::TokenUsage;
+use serde_json::{Map, Value};
+
+/// Roles OpenAI accepts in `messages`.
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Why a request body was refused. Each names the field, as OpenAI's `param` does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The body is not valid JSON (or not UTF-8).
+    #[error("The request body is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("The request body must be a JSON object.")]
+    NotObject,
+    /// A field is missing or has the wrong type or value.
+    #[error("Invalid `{field}`: {message}")]
+    Field {
+        /// The dotted path of the field (`messages[0].content`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A feature the gateway does not govern yet; refused rather than passed unchecked.
+    #[error("`{field}` is not supported by this gateway yet: {message}")]
+    Unsupported {
+        /// The field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl RequestError {
+    /// The field at fault, for the error's `param`.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Field { field, .. } | Self::Unsupported { field, .. } => Some(field),
+            Self::NotJson(_) | Self::NotObject => None,
+        }
+    }
+}
+
+fn field_error(field: impl Into<String>, message: impl Into<String>) -> RequestError {
+    RequestError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// One message, as policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MessageFacts {
+    /// Its role.
+    pub role: String,
+    /// Its text: a string content, or the text parts of an array content, joined by newlines.
+    pub text: String,
+    /// Characters of text.
+    pub chars: usize,
+}
+
+/// What the gateway reads from a valid chat completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The model asked for.
+    pub model: String,
+    /// The messages.
+    pub messages: Vec<MessageFacts>,
+    /// `max_tokens` or `max_completion_tokens`, when given.
+    pub max_tokens: Option<u64>,
+    /// `temperature`, when given.
+    pub temperature: Option<f64>,
+    /// Number of tools offered.
+    pub tools: usize,
+}
+
+/// Validates a request body and reads what policies and evidence need.
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+    let Value::Object(object) = value else {
+        return Err(RequestError::NotObject);
+    };
+
+    let model = match object.get("model") {
+        Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+        Some(Value::String(_)) => return Err(field_error("model", "must not be empty")),
+        Some(_) => return Err(field_error("model", "must be a string")),
+        None => return Err(field_error("model", "is required")),
+    };
+
+    let messages = match object.get("messages") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| parse_message(index, item))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(_)) => return Err(field_error("messages", "must not be empty")),
+        Some(_) => {
+            return Err(field_error(
+                "messages",
+                "must be an array of message objects",
+            ))
+        }
+        None => return Err(field_error("messages", "is required")),
+    };
+
+    if let Some(stream) = object.get("stream") {
+        match stream {
+            Value::Bool(false) | Value::Null => {}
+            Value::Bool(true) => {
+                return Err(RequestError::Unsupported {
+                    field: "stream".to_owned(),
+                    message: "streaming answers cannot be governed yet; send `stream: false`"
+                        .to_owned(),
+                })
+            }
+            _ => return Err(field_error("stream", "must be a boolean")),
+        }
+    }
+
+    let max_tokens = match optional_count(&object, "max_completion_tokens")? {
+        Some(count) => Some(count),
+        None => optional_count(&object, "max_tokens")?,
+    };
+    let temperature = match object.get("temperature") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(number)) => number.as_f64(),
+        Some(_) => return Err(field_error("temperature", "must be a number")),
+    };
+    let tools = match object.get("tools") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Array(tools)) => tools.len(),
+        Some(_) => return Err(field_error("tools", "must be an array")),
+    };
+
+    Ok(ChatRequest {
+        model,
+        messages,
+        max_tokens,
+        temperature,
+        tools,
+    })
+}
+
+fn optional_count(object: &Map<String, Value>, field: &str) -> Result<Option<u64>, RequestError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number)) => number
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| field_error(field, "must be a non-negative integer")),
+        Some(_) => Err(field_error(field, "must be a non-negative integer")),
+    }
+}
+
+fn parse_message(index: usize, item: &Value) -> Result<MessageFacts, RequestError> {
+    let at = |field: &str| format!("messages[{index}].{field}");
+    let Value::Object(message) = item else {
+        return Err(field_error(
+            format!("messages[{index}]"),
+            "must be an object",
+        ));
+    };
+
+    let role = match message.get("role") {
+        Some(Value::String(role)) if ROLES.contains(&role.as_str()) => role.clone(),
+        Some(Value::String(_)) => {
+            return Err(field_error(
+                at("role"),
+                format!("must be one of {}", ROLES.join(", ")),
+            ))
+        }
+        Some(_) => return Err(field_error(at("role"), "must be a string")),
+        None => return Err(field_error(at("role"), "is required")),
+    };
+
+    let text = match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => content_parts_text(index, parts)?,
+        // An assistant turn that only calls tools has no content.
+        Some(Value::Null) | None if role == "assistant" => String::new(),
+        Some(_) => {
+            return Err(field_error(
+                at("content"),
+                "must be a string or an array of parts",
+            ))
+        }
+        None => return Err(field_error(at("content"), "is required")),
+    };
+
+    let chars = text.chars().count();
+    Ok(MessageFacts { role, text, chars })
+}
+
+fn content_parts_text(index: usize, parts: &[Value]) -> Result<String, RequestError> {
+    let mut texts = Vec::new();
+    for (part_index, part) in parts.iter().enumerate() {
+        let at = format!("messages[{index}].content[{part_index}]");
+        let Value::Object(part) = part else {
+            return Err(field_error(at, "must be an object"));
+        };
+        match part.get("type") {
+            Some(Value::String(kind)) if kind == "text" => match part.get("text") {
+                Some(Value::String(text)) => texts.push(text.as_str()),
+                _ => return Err(field_error(format!("{at}.text"), "must be a string")),
+            },
+            Some(Value::String(_)) => {}
+            _ => return Err(field_error(format!("{at}.type"), "must be a string")),
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+/// Why a provider's answer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// Not JSON, not an object.
+    #[error("the provider's answer is not a JSON object")]
+    NotJson,
+    /// A field the gateway needs is missing or wrong.
+    #[error("the provider's answer has an invalid `{0}`")]
+    Field(&'static str),
+}
+
+/// What the gateway reads from a successful chat completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatResponse {
+    /// The model that answered.
+    pub model: String,
+    /// Number of choices.
+    pub choices: usize,
+    /// Token usage, when reported.
+    pub usage: Option<TokenUsage>,
+}
+
+/// Reads and checks a provider's successful answer.
+pub fn parse_chat_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        return Err(ResponseError::NotJson);
+    };
+
+    let model = match object.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => model.clone(),
+        _ => return Err(ResponseError::Field("model")),
+    };
+    let choices = match object.get("choices") {
+        Some(Value::Array(choices)) if choices.iter().all(Value::is_object) => choices.len(),
+        _ => return Err(ResponseError::Field("choices")),
+    };
+    let usage = match object.get("usage") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(usage)) => Some(TokenUsage {
+            prompt_tokens: count(usage, "prompt_tokens")?,
+            completion_tokens: count(usage, "completion_tokens")?,
+            total_tokens: count(usage, "total_tokens")?,
+        }),
+        Some(_) => return Err(ResponseError::Field("usage")),
+    };
+
+    Ok(ChatResponse {
+        model,
+        choices,
+        usage,
+    })
+}
+
+fn count(usage: &Map<String, Value>, field: &'static str) -> Result<u64, ResponseError> {
+    usage
+        .get(field)
+        .and_then(Value::as_u64)
+        .ok_or(ResponseError::Field(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Result<ChatRequest, RequestError> {
+        parse_chat_request(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_plain_request_is_read() {
+        let request = parse(json!({
+            "model": "gpt-4",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hi"},
+                                             {"type": "image_url", "image_url": {"url": "x"}}]}
+            ],
+            "max_tokens": 50, "temperature": 0.2, "tools": []
+        }))
+        .unwrap();
+
+        assert_eq!(request.model, "gpt-4");
+        assert_eq!(request.messages[1].text, "Hi");
+        assert_eq!(request.messages[0].chars, 9);
+        assert_eq!(request.max_tokens, Some(50));
+    }
+
+    #[test]
+    fn each_malformed_body_names_its_field() {
+        let cases = [
+            (
+                json!({"messages": [{"role": "user", "content": "x"}]}),
+                "model",
+            ),
+            (
+                json!({"model": 4, "messages": [{"role": "user", "content": "x"}]}),
+                "model",
+            ),
+            (json!({"model": "gpt-4"}), "messages"),
+            (json!({"model": "gpt-4", "messages": []}), "messages"),
+            (json!({"model": "gpt-4", "messages": {}}), "messages"),
+            (json!({"model": "gpt-4", "messages": ["hi"]}), "messages[0]"),
+            (
+                json!({"model": "gpt-4", "messages": [{"content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "gpt-4", "messages": [{"role": "boss", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "gpt-4", "messages": [{"role": "user"}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"model": "gpt-4", "messages": [{"role": "user", "content": 5}]}),
+                "messages[0].content",
+            ),
+            (
+                json!({"model": "gpt-4", "messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+                "messages[0].content[0].text",
+            ),
+            (
+                json!({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),
+                "max_tokens",
+            ),
+            (
+                json!({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
+                "stream",
+            ),
+        ];
+
+        for (body, field) in cases {
+            let error = parse(body.clone()).unwrap_err();
+            assert_eq!(error.field(), Some(field), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn not_json_and_not_an_object_are_told_apart() {
+        assert!(matches!(
+            parse_chat_request(b"{"),
+            Err(RequestError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_chat_request(b"\xff\xfe"),
+            Err(RequestError::NotJson(_))
+        ));
+        assert_eq!(parse_chat_request(b"[1]"), Err(RequestError::NotObject));
+    }
+
+    #[test]
+    fn streaming_is_refused_until_it_can_be_governed() {
+        let error = parse(json!({"model": "gpt-4", "stream": true,
+                                  "messages": [{"role": "user", "content": "x"}]}))
+        .unwrap_err();
+
+        assert!(matches!(error, RequestError::Unsupported { .. }));
+    }
+
+    #[test]
+    fn an_assistant_turn_with_only_tool_calls_is_valid() {
+        let request = parse(json!({"model": "gpt-4", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": []},
+            {"role": "tool", "content": "sunny", "tool_call_id": "c1"}
+        ]}));
+
+        assert!(request.is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_not_overflowed() {
+        let deep = "[".repeat(100_000);
+
+        assert!(parse_chat_request(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_provider_answer_gives_model_choices_and_usage() {
+        let body = json!({"id": "c", "model": "gpt-4-0613", "choices": [{"index": 0}],
+                          "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
+
+        let response = parse_chat_response(body.to_string().as_bytes()).unwrap();
+
+        assert_eq!(response.model, "gpt-4-0613");
+        assert_eq!(response.usage.unwrap().total_tokens, 7);
+    }
+
+    #[test]
+    fn a_malformed_provider_answer_is_refused() {
+        assert_eq!(parse_chat_response(b"oops"), Err(ResponseError::NotJson));
+        let negative = json!({"model": "m", "choices": [],
+                              "usage": {"prompt_tokens": -1, "completion_tokens": 0, "total_tokens": 0}});
+        assert_eq!(
+            parse_chat_response(negative.to_string().as_bytes()),
+            Err(ResponseError::Field("prompt_tokens"))
+        );
+        assert_eq!(
+            parse_chat_response(br#"{"choices": []}"#),
+            Err(ResponseError::Field("model"))
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The answers the gateway gives itself: one enum of refusals, mapped in one place to a
+//! status code and a body in the caller's API shape.
+
+use mercator_evidence::{AuthResult, GatewayError};
+use serde_json::json;
+
+use crate::openai::RequestError;
+
+/// Every way the gateway can refuse or fail a request itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// No credential, or one that does not identify an enabled, unexpired key.
+    Unauthenticated {
+        /// Why.
+        result: AuthResult,
+        /// The sentence for the caller.
+        message: &'static str,
+    },
+    /// The path is not an API the gateway governs.
+    UnknownEndpoint {
+        /// The path asked for.
+        path: String,
+    },
+    /// The method is not allowed on the path.
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+    },
+    /// The body is over the configured limit.
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body is malformed.
+    InvalidRequest(RequestError),
+    /// A policy denied the request, or could not decide.
+    PolicyDenied {
+        /// The reasons, joined for the caller.
+        reasons: Vec<String>,
+    },
+    /// The provider's answer could not be read or checked.
+    BadProviderResponse {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Evidence cannot be recorded (the backlog to the sink is full); fail closed.
+    EvidenceUnavailable,
+    /// The gateway itself failed (no entropy, a record that would not sign).
+    Internal,
+}
+
+/// A complete local reply, ready for the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers besides `content-type`.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+impl Refusal {
+    /// Status, OpenAI error `type`, stable `code`, and `param`.
+    fn parts(&self) -> (u16, &'static str, &'static str, Option<String>) {
+        match self {
+            Self::Unauthenticated { result, .. } => {
+                let code = match result {
+                    AuthResult::Missing => "missing_api_key",
+                    AuthResult::Malformed => "malformed_api_key",
+                    AuthResult::Disabled => "api_key_disabled",
+                    AuthResult::Expired => "api_key_expired",
+                    AuthResult::UnknownKey | AuthResult::Authenticated => "invalid_api_key",
+                };
+                (401, "invalid_request_error", code, None)
+            }
+            Self::UnknownEndpoint { .. } => {
+                (404, "invalid_request_error", "unknown_endpoint", None)
+            }
+            Self::MethodNotAllowed { .. } => {
+                (405, "invalid_request_error", "method_not_allowed", None)
+            }
+            Self::TooLarge { .. } => (413, "invalid_request_error", "request_too_large", None),
+            Self::InvalidRequest(error) => {
+                let code = match error {
+                    RequestError::Unsupported { .. } => "unsupported_parameter",
+                    _ => "invalid_request",
+                };
+                (
+                    400,
+                    "invalid_request_error",
+                    code,
+                    error.field().map(str::to_owned),
+                )
+            }
+            Self::PolicyDenied { .. } => (403, "permission_error", "policy_denied", None),
+            Self::BadProviderResponse { .. } => (502, "api_error", "bad_provider_response", None),
+            Self::EvidenceUnavailable => (503, "api_error", "evidence_unavailable", None),
+            Self::Internal => (500, "api_error", "internal_error", None),
+        }
+    }
+
+    /// The sentence the caller reads.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated { message, .. } => (*message).to_owned(),
+            Self::UnknownEndpoint { path } => {
+                format!("The gateway does not serve `{path}`; use POST /v1/chat/completions.")
+            }
+            Self::MethodNotAllowed { method } => {
+                format!("Method {method} is not allowed here; use POST.")
+            }
+            Self::TooLarge { limit } => format!("The request body is larger than {limit} bytes."),
+            Self::InvalidRequest(error) => error.to_string(),
+            Self::PolicyDenied { reasons } => reasons.join("; "),
+            Self::BadProviderResponse { detail } => {
+                format!("The provider's answer was refused by the gateway: {detail}.")
+            }
+            Self::EvidenceUnavailable => {
+                "The gateway cannot record evidence right now, so it serves no request; retry later."
+                    .to_owned()
+            }
+            Self::Internal => "The gateway failed to process the request.".to_owned(),
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.parts().0
+    }
+
+    /// The error as the evidence records it.
+    pub fn evidence(&self) -> GatewayError {
+        let (status, _, code, _) = self.parts();
+        GatewayError {
+            status,
+            code: code.to_owned(),
+            message: self.message(),
+        }
+    }
+
+    /// The reply in OpenAI's error shape, with the evidence id so the caller can cite it.
+    pub fn reply(&self, evidence_id: Option<&str>) -> LocalReply {
+        let (status, kind, code, param) = self.parts();
+        let body = json!({
+            "error": {"message": self.message(), "type": kind, "param": param, "code": code}
+        });
+
+        let mut headers = Vec::new();
+        if let Some(id) = evidence_id {
+            headers.push((crate::EVIDENCE_ID_HEADER.to_owned(), id.to_owned()));
+        }
+        if matches!(self, Self::EvidenceUnavailable) {
+            headers.push(("retry-after".to_owned(), "5".to_owned()));
+        }
+        if status == 401 {
+            headers.push(("www-authenticate".to_owned(), "Bearer".to_owned()));
+        }
+
+        LocalReply {
+            status,
+            headers,
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_denial_is_403_with_the_reason_in_openai_shape() {
+        let refusal = Refusal::PolicyDenied {
+            reasons: vec!["Department not authorized for this model".to_owned()],
+        };
+
+        let reply = refusal.reply(Some("evt_1"));
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+
+        assert_eq!(reply.status, 403);
+        assert_eq!(
+            body["error"]["message"],
+            "Department not authorized for this model"
+        );
+        assert_eq!(body["error"]["code"], "policy_denied");
+        assert!(reply
+            .headers
+            .contains(&("x-mercator-evidence-id".to_owned(), "evt_1".to_owned())));
+    }
+
+    #[test]
+    fn a_bad_field_is_400_with_param() {
+        let refusal = Refusal::InvalidRequest(RequestError::Field {
+            field: "messages".to_owned(),
+            message: "is required".to_owned(),
+        });
+
+        let reply = refusal.reply(None);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+
+        assert_eq!(reply.status, 400);
+        assert_eq!(body["error"]["param"], "messages");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn a_full_evidence_backlog_asks_the_caller_to_retry() {
+        let reply = Refusal::EvidenceUnavailable.reply(None);
+
+        assert_eq!(reply.status, 503);
+        assert!(reply.headers.iter().any(|(name, _)| name == "retry-after"));
+    }
+}
