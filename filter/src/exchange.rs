@@ -175,8 +175,8 @@ impl Exchange {
             key_fingerprint: outcome.fingerprint.clone(),
         };
         self.log_line = format!(
-            "auth.result={:?} auth.key={} auth.key_name={}",
-            outcome.result,
+            "auth.result={} auth.key={} auth.key_name={}",
+            outcome.result.as_str(),
             outcome.redacted.as_deref().unwrap_or("-"),
             outcome.key_name.as_deref().unwrap_or("-"),
         );

@@ -84,7 +84,7 @@ impl RootContext for GatewayRoot {
             _ => {
                 log(
                     LogLevel::Critical,
-                    "mercator: no plugin configuration; refusing to start",
+                    "no plugin configuration; refusing to start",
                 );
                 return false;
             }
@@ -94,10 +94,7 @@ impl RootContext for GatewayRoot {
         let gateway = match gateway {
             Ok(gateway) => gateway,
             Err(error) => {
-                log(
-                    LogLevel::Critical,
-                    &format!("mercator: {error}; refusing to start"),
-                );
+                log(LogLevel::Critical, &format!("{error}; refusing to start"));
                 return false;
             }
         };
@@ -106,14 +103,14 @@ impl RootContext for GatewayRoot {
         if hostcalls::set_tick_period(interval).is_err() {
             log(
                 LogLevel::Critical,
-                "mercator: cannot set the evidence timer; refusing to start",
+                "cannot set the evidence timer; refusing to start",
             );
             return false;
         }
         log(
             LogLevel::Info,
             &format!(
-                "mercator: configured gateway.id={} api_keys={} policy.bundle={} signing.key_id={}",
+                "configured gateway.id={} api_keys={} policy.bundle={} signing.key_id={}",
                 gateway.config.gateway_id,
                 gateway.config.api_keys.len(),
                 gateway.policy.digest(),
@@ -208,7 +205,7 @@ impl GatewayRoot {
                 log(
                     LogLevel::Error,
                     &format!(
-                        "mercator: cannot call evidence sink cluster {}: {status:?}; {} records kept",
+                        "cannot call evidence sink cluster {}: {status:?}; {} records kept",
                         evidence.sink_cluster,
                         batch.len()
                     ),
@@ -282,13 +279,13 @@ impl Context for GatewayRoot {
                         .map(|b| String::from_utf8_lossy(&b).into_owned())
                         .unwrap_or_default();
                 if batch.len() > 1 || batch.iter().any(|p| !p.alone) {
-                    log(LogLevel::Warn, &format!("mercator: evidence sink refused a batch ({status}): {reason}; retrying records one by one"));
+                    log(LogLevel::Warn, &format!("evidence sink refused a batch ({status}): {reason}; retrying records one by one"));
                     self.requeue(batch, true);
                 } else {
                     let mut queue = self.queue.borrow_mut();
                     queue.in_flight = queue.in_flight.saturating_sub(batch.len());
                     for pending in batch {
-                        log(LogLevel::Critical, &format!("mercator: evidence record {} refused by the sink ({status}): {reason}; dropped", record_id(&pending.record)));
+                        log(LogLevel::Critical, &format!("evidence record {} refused by the sink ({status}): {reason}; dropped", record_id(&pending.record)));
                     }
                 }
             }
@@ -296,7 +293,7 @@ impl Context for GatewayRoot {
                 log(
                     LogLevel::Warn,
                     &format!(
-                        "mercator: evidence sink unavailable (status {other:?}); {} records kept for retry",
+                        "evidence sink unavailable (status {other:?}); {} records kept for retry",
                         batch.len()
                     ),
                 );
@@ -334,10 +331,7 @@ impl GatewayHttp {
                 record,
                 alone: false,
             });
-            log(
-                LogLevel::Info,
-                &format!("mercator: {}", self.exchange.log_line()),
-            );
+            log(LogLevel::Info, &self.exchange.log_line());
         }
     }
 
@@ -348,7 +342,7 @@ impl GatewayHttp {
         if hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
             .is_err()
         {
-            log(LogLevel::Error, "mercator: could not send a local reply");
+            log(LogLevel::Error, "could not send a local reply");
         }
         Action::Pause
     }

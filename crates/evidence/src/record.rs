@@ -121,6 +121,20 @@ pub enum AuthResult {
     Expired,
 }
 
+impl AuthResult {
+    /// The name used in records and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authenticated => "authenticated",
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::UnknownKey => "unknown_key",
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// One side of the exchange: what was sent or received, as configured (full or digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExchangeEvidence {
