@@ -36,6 +36,13 @@
 //!
 //! `cargo test -p mercator-evidence-sink` runs unit tests beside the code and the HTTP
 //! tests in `tests/`, which call the router without a socket and use SQLite in memory.
+//!
+//! # The operator's tool
+//!
+//! The package also builds `mercator`, the command-line tool that makes development keys
+//! and certificates, API keys and signing keys, turns `config/gateway.yaml` into the
+//! filter's configuration and the Envoy configuration, runs the Rego tests, and verifies
+//! exported evidence offline. Its logic lives in [`tools`].
 
 mod error;
 mod http;
@@ -43,6 +50,7 @@ mod intake;
 mod keys;
 mod query;
 mod store;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
