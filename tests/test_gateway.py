@@ -147,6 +147,9 @@ def test_both_keys_of_a_rotated_user_work(stack: Stack):
         (json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": 7}]}).encode(),
          "messages[0].content"),
         (b"\xff\xfe\x00 not utf-8", None),
+        # Two models: the policy and the provider must never read different ones.
+        (b'{"model": "gpt-4", "model": "gpt-3.5-turbo", "messages": '
+         b'[{"role": "user", "content": "x"}]}', None),
     ],
 )  # fmt: skip
 def test_malformed_bodies_get_400_naming_the_field(stack: Stack, body, param):

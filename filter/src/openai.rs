@@ -90,8 +90,7 @@ pub struct ChatRequest {
 
 /// Validates a request body and reads what policies and evidence need.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+    let value = parse_strict_json(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
     let Value::Object(object) = value else {
         return Err(RequestError::NotObject);
     };
@@ -224,6 +223,88 @@ fn content_parts_text(index: usize, parts: &[Value]) -> Result<String, RequestEr
         }
     }
     Ok(texts.join("\n"))
+}
+
+/// Parses JSON, refusing an object with the same key twice. Parsers disagree on which of
+/// two `model` keys wins; if the policy saw one and the provider used the other, a
+/// denied model could be reached. One meaning or none.
+fn parse_strict_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed as _;
+
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = StrictJson.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// A `serde_json::Value` deserializer that errors on duplicate object keys. Nesting depth
+/// is bounded by `serde_json`'s recursion limit, as for `Value`.
+struct StrictJson;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictJson {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictJson {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictJson)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{key}`"
+                )));
+            }
+            let value = map.next_value_seed(StrictJson)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Why a provider's answer could not be read.
@@ -396,6 +477,29 @@ mod tests {
         ]}));
 
         assert!(request.is_ok());
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_wherever_it_is() {
+        let top = br#"{"model": "gpt-4", "model": "gpt-3.5-turbo", "messages": []}"#;
+        let nested = br#"{"model": "gpt-4", "messages": [{"role": "user", "role": "system", "content": "x"}]}"#;
+
+        for body in [top.as_slice(), nested.as_slice()] {
+            let error = parse_chat_request(body).unwrap_err();
+            assert!(error.to_string().contains("duplicate key"), "{error}");
+        }
+    }
+
+    #[test]
+    fn strict_parsing_reads_what_serde_json_reads() {
+        let body = br#"{"a": [1, -2, 3.5, true, null, "x", {"b": {}}], "c": 18446744073709551615}"#;
+
+        assert_eq!(
+            parse_strict_json(body).unwrap(),
+            serde_json::from_slice::<Value>(body).unwrap()
+        );
+        assert!(parse_strict_json(b"{} trailing").is_err());
+        assert!(parse_strict_json(b"[1e400]").is_err());
     }
 
     #[test]
