@@ -82,23 +82,42 @@ impl Decision {
 /// How the caller was identified, without any secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthEvidence {
-    /// The credential the gateway looked at.
+    /// The credentials the gateway looked at.
     pub method: AuthMethod,
-    /// Whether it identified a user, and if not, why.
+    /// Whether they identified a user, and if not, why.
     pub result: AuthResult,
-    /// The configured name of the API key that matched.
+    /// The configured name of the API key that matched (or of the certificate identity).
     pub key_name: Option<String>,
     /// `sha256:` and the first 12 hex digits of the SHA-256 of the presented key: enough
     /// to tell keys apart in an audit, too little to help anyone guess one.
     pub key_fingerprint: Option<String>,
+    /// The client certificate Envoy verified on the connection, if any.
+    #[serde(default)]
+    pub certificate: Option<CertificateEvidence>,
+    /// The address the request came from, as Envoy saw it.
+    #[serde(default)]
+    pub source_address: Option<String>,
 }
 
-/// The credential the gateway looked at.
+/// A client certificate, as Envoy verified it during the TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateEvidence {
+    /// The first URI SAN (a SPIFFE id, say), if any.
+    pub uri_san: Option<String>,
+    /// The subject, in RFC 2253 form.
+    pub subject: Option<String>,
+}
+
+/// The credentials the gateway looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// `Authorization: Bearer …` or `x-api-key`.
     ApiKey,
+    /// A verified mTLS client certificate.
+    Certificate,
+    /// Both, as a configuration that requires both asks.
+    ApiKeyAndCertificate,
     /// No credential was presented.
     None,
 }
@@ -107,7 +126,7 @@ pub enum AuthMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthResult {
-    /// A known, enabled, unexpired key.
+    /// A known, enabled, unexpired key, or a mapped certificate, as configured.
     Authenticated,
     /// No credential.
     Missing,
@@ -119,6 +138,12 @@ pub enum AuthResult {
     Disabled,
     /// A known key past its expiry.
     Expired,
+    /// The configuration requires a client certificate and the connection has none.
+    CertificateMissing,
+    /// A verified certificate whose identity no configured client matches.
+    UnknownCertificate,
+    /// The key and the certificate name different users.
+    IdentityMismatch,
 }
 
 impl AuthResult {
@@ -131,6 +156,9 @@ impl AuthResult {
             Self::UnknownKey => "unknown_key",
             Self::Disabled => "disabled",
             Self::Expired => "expired",
+            Self::CertificateMissing => "certificate_missing",
+            Self::UnknownCertificate => "unknown_certificate",
+            Self::IdentityMismatch => "identity_mismatch",
         }
     }
 }

@@ -184,6 +184,8 @@ mod tests {
                 result: AuthResult::Authenticated,
                 key_name: Some("finance-demo".to_owned()),
                 key_fingerprint: Some("sha256:0123456789ab".to_owned()),
+                certificate: None,
+                source_address: Some("192.0.2.10:50312".to_owned()),
             },
             request: ExchangeEvidence {
                 path: Some("/v1/chat/completions".to_owned()),
@@ -305,7 +307,7 @@ mod tests {
         let value: Value = serde_json::from_str(&text).unwrap();
 
         assert_eq!(canonical_json(&value).unwrap(), text.as_bytes());
-        assert!(text.starts_with(r#"{"auth":{"key_fingerprint":"#));
+        assert!(text.starts_with(r#"{"auth":{"certificate":null,"key_fingerprint":"#));
     }
 
     #[test]
