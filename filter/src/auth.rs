@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use mercator_evidence::AuthResult;
+use mercator_evidence::{AuthMethod, AuthResult};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
@@ -82,6 +82,8 @@ pub struct Identity {
 /// The result of looking at a request's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthOutcome {
+    /// The credentials looked at.
+    pub method: AuthMethod,
     /// Whether a user was identified and, if not, why.
     pub result: AuthResult,
     /// The user, when `result` is `Authenticated`.
@@ -97,8 +99,14 @@ pub struct AuthOutcome {
 }
 
 impl AuthOutcome {
-    fn refused(result: AuthResult, presented: bool) -> Self {
+    /// A refusal with nothing identified yet.
+    pub fn refused(result: AuthResult, presented: bool) -> Self {
         Self {
+            method: if presented {
+                AuthMethod::ApiKey
+            } else {
+                AuthMethod::None
+            },
             result,
             identity: None,
             presented,
@@ -121,6 +129,11 @@ impl AuthOutcome {
             AuthResult::UnknownKey => "Incorrect API key provided.",
             AuthResult::Disabled => "This API key has been disabled.",
             AuthResult::Expired => "This API key has expired.",
+            AuthResult::CertificateMissing => "A client certificate is required.",
+            AuthResult::UnknownCertificate => "The client certificate is not mapped to any user.",
+            AuthResult::IdentityMismatch => {
+                "The API key and the client certificate belong to different users."
+            }
         }
     }
 }

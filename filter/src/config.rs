@@ -13,6 +13,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::auth::{ApiKeyHash, ApiKeyRecord, KeyRing};
+use crate::identity::{Authenticator, ClientRecord, IdentityMode};
 use crate::policy::{Policy, PolicyError, PolicyModule};
 
 /// Why the filter refuses to start. Each variant names the field at fault.
@@ -65,6 +66,9 @@ pub struct PluginConfig {
     /// The API keys that may call, as SHA-256 hashes.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Which credentials a request must carry, and the mTLS client identities.
+    #[serde(default)]
+    pub identity: IdentityConfig,
     /// The Rego policy bundle.
     pub policies: PolicyConfig,
     /// Prices per model, in US dollars per million tokens.
@@ -138,6 +142,37 @@ pub struct ApiKeyConfig {
 
 fn enabled_by_default() -> bool {
     true
+}
+
+/// Which credentials a request must carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `api_key` (default), `mtls`, `either` or `both`.
+    #[serde(default)]
+    pub mode: IdentityMode,
+    /// Client certificate identities, each mapped to a user like an API key.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+/// One client certificate identity. Exactly one of `spiffe_id` and `subject` is given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The certificate's URI SAN, such as `spiffe://example.org/ns/prod/sa/billing`.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// The certificate's subject in RFC 2253 form, such as `CN=billing,O=Example`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The user this certificate authenticates.
+    pub user_id: String,
+    /// A name for this identity, shown in logs and evidence.
+    pub name: String,
+    /// Attributes of the user that policies see.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// The policy bundle: Rego modules with their source, as `mercator render` inlines them.
@@ -242,7 +277,7 @@ impl PluginConfig {
     /// Checks everything that does not need the environment: key hashes, expiry dates,
     /// prices, limits, and that the policies compile. `mercator render` runs this so a bad
     /// configuration fails before Envoy starts.
-    pub fn check(&self) -> Result<(KeyRing, Policy), ConfigError> {
+    pub fn check(&self) -> Result<(Authenticator, Policy), ConfigError> {
         if self.limits.max_request_body_bytes == 0 {
             return Err(invalid(
                 "limits.max_request_body_bytes",
@@ -270,8 +305,52 @@ impl PluginConfig {
         }
 
         let keys = self.key_ring()?;
+        let clients = self.clients()?;
+        let authenticator = Authenticator::new(self.identity.mode, keys, clients);
         let policy = Policy::compile(&self.policies.modules)?;
-        Ok((keys, policy))
+        Ok((authenticator, policy))
+    }
+
+    fn clients(&self) -> Result<Vec<ClientRecord>, ConfigError> {
+        let needs_certificates =
+            matches!(self.identity.mode, IdentityMode::Mtls | IdentityMode::Both);
+        if needs_certificates && self.identity.clients.is_empty() {
+            return Err(invalid(
+                "identity.clients",
+                "this identity.mode requires certificates, so at least one client is needed",
+            ));
+        }
+
+        let mut seen = HashSet::new();
+        let mut clients = Vec::with_capacity(self.identity.clients.len());
+        for (index, client) in self.identity.clients.iter().enumerate() {
+            let field = format!("identity.clients[{index}]");
+            let nonempty =
+                |value: &Option<String>| value.as_ref().filter(|v| !v.trim().is_empty()).cloned();
+            let (spiffe_id, subject) = (nonempty(&client.spiffe_id), nonempty(&client.subject));
+            let identity = match (&spiffe_id, &subject) {
+                (Some(uri), None) => format!("uri:{uri}"),
+                (None, Some(subject)) => format!("subject:{subject}"),
+                _ => return Err(invalid(field, "give exactly one of spiffe_id and subject")),
+            };
+            if !seen.insert(identity) {
+                return Err(invalid(
+                    field,
+                    "the same certificate identity is listed twice",
+                ));
+            }
+            if client.user_id.trim().is_empty() {
+                return Err(invalid(format!("{field}.user_id"), "must not be empty"));
+            }
+            clients.push(ClientRecord {
+                spiffe_id,
+                subject,
+                user_id: client.user_id.clone(),
+                name: client.name.clone(),
+                attributes: client.attributes.clone(),
+            });
+        }
+        Ok(clients)
     }
 
     fn key_ring(&self) -> Result<KeyRing, ConfigError> {
@@ -318,8 +397,8 @@ fn parse_instant(text: &str) -> Option<OffsetDateTime> {
 pub struct Gateway {
     /// The configuration as written.
     pub config: PluginConfig,
-    /// The API keys by hash.
-    pub keys: KeyRing,
+    /// The API keys and client identities, and how they combine.
+    pub auth: Authenticator,
     /// The compiled policy bundle.
     pub policy: Policy,
     /// The key that signs evidence.
@@ -334,7 +413,7 @@ impl Gateway {
         config: PluginConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let (keys, policy) = config.check()?;
+        let (auth, policy) = config.check()?;
 
         let variable = &config.evidence.signing_key_env;
         let seed = env(variable).ok_or_else(|| ConfigError::MissingEnvironment {
@@ -356,7 +435,7 @@ impl Gateway {
 
         Ok(Self {
             config,
-            keys,
+            auth,
             policy,
             signing_key,
             provider_keys,
@@ -454,6 +533,36 @@ pub(crate) mod tests {
             error.to_string().contains("api_keys[0].expires_at"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn mtls_mode_without_clients_is_refused() {
+        let mut json = sample_json();
+        json["identity"] = serde_json::json!({"mode": "mtls"});
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        assert!(config
+            .check()
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("identity.clients"));
+    }
+
+    #[test]
+    fn a_client_needs_exactly_one_certificate_identity() {
+        let mut json = sample_json();
+        json["identity"] = serde_json::json!({"mode": "either", "clients": [
+            {"spiffe_id": "spiffe://x/a", "subject": "CN=a", "user_id": "a", "name": "a"}
+        ]});
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        assert!(config
+            .check()
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("identity.clients[0]"));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 use std::rc::Rc;
 
 use mercator_evidence::{
-    AuthEvidence, AuthMethod, AuthResult, Decision, EvidenceRecord, ExchangeEvidence, GatewayError,
-    TokenUsage, RECORD_SCHEMA,
+    AuthEvidence, AuthMethod, AuthResult, CertificateEvidence, Decision, EvidenceRecord,
+    ExchangeEvidence, GatewayError, TokenUsage, RECORD_SCHEMA,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Identity;
 use crate::config::{ContentMode, Gateway};
+use crate::identity::PeerCertificate;
 use crate::openai::{parse_chat_request, parse_chat_response, ChatRequest, RequestError};
 use crate::policy::PolicyOutcome;
 use crate::reply::{LocalReply, Refusal};
@@ -28,6 +29,25 @@ const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 /// Request headers the gateway removes before anything else reads them: the caller's
 /// credentials (replaced by the provider's) and any identity header a caller might forge.
 const STRIPPED_PREFIX: &str = "x-mercator-";
+
+/// Headers through which the gateway, and only the gateway, tells the provider and Envoy's
+/// later filters who called. Callers' own `x-mercator-*` headers are removed first.
+pub const USER_ID_HEADER: &str = "x-mercator-user-id";
+/// See [`USER_ID_HEADER`].
+pub const AUTH_METHOD_HEADER: &str = "x-mercator-auth-method";
+
+/// What the host knows when a request's headers arrive.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    /// The headers, lowercase names and raw values, pseudo-headers included.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// No body follows.
+    pub end_of_stream: bool,
+    /// The client certificate Envoy verified on the connection.
+    pub peer: Option<PeerCertificate>,
+    /// The downstream address, `ip:port`.
+    pub source_address: Option<String>,
+}
 
 /// Header edits for the host to apply to the request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +125,8 @@ impl Exchange {
                 result: AuthResult::Missing,
                 key_name: None,
                 key_fingerprint: None,
+                certificate: None,
+                source_address: None,
             },
             identity: None,
             provider: None,
@@ -118,16 +140,15 @@ impl Exchange {
         }
     }
 
-    /// The request's headers have arrived. `headers` has lowercase names and raw values;
-    /// `end_of_stream` says no body follows; `backlog_full` says the evidence queue cannot
+    /// The request's headers have arrived; `backlog_full` says the evidence queue cannot
     /// take another record.
     pub fn on_request_headers(
         &mut self,
-        headers: &[(String, Vec<u8>)],
-        end_of_stream: bool,
+        head: &RequestHead,
         backlog_full: bool,
         now: OffsetDateTime,
     ) -> (HeaderEdits, RequestStep) {
+        let headers = head.headers.as_slice();
         let mut edits = HeaderEdits::default();
         edits.remove.push("authorization".to_owned());
         edits.remove.push("x-api-key".to_owned());
@@ -163,22 +184,34 @@ impl Exchange {
         let full_path = header(":path").unwrap_or_default();
         self.path = full_path.split('?').next().unwrap_or_default().to_owned();
 
-        let outcome = self.gateway.keys.authenticate(headers, now);
+        let outcome = self
+            .gateway
+            .auth
+            .authenticate(headers, head.peer.as_ref(), now);
         self.auth = AuthEvidence {
-            method: if outcome.presented {
-                AuthMethod::ApiKey
-            } else {
-                AuthMethod::None
-            },
+            method: outcome.method,
             result: outcome.result,
             key_name: outcome.key_name.clone(),
             key_fingerprint: outcome.fingerprint.clone(),
+            certificate: head.peer.as_ref().map(|peer| CertificateEvidence {
+                uri_san: peer.uri_san.clone(),
+                subject: peer.subject.clone(),
+            }),
+            source_address: head.source_address.clone(),
         };
+        let certificate_name = head
+            .peer
+            .as_ref()
+            .and_then(|peer| peer.uri_san.as_deref().or(peer.subject.as_deref()));
         self.log_line = format!(
-            "auth.result={} auth.key={} auth.key_name={}",
+            "source.address={} auth.method={} auth.result={} auth.key={} auth.key_name={} \
+             auth.certificate={}",
+            head.source_address.as_deref().unwrap_or("-"),
+            method_name(outcome.method),
             outcome.result.as_str(),
             outcome.redacted.as_deref().unwrap_or("-"),
             outcome.key_name.as_deref().unwrap_or("-"),
+            certificate_name.unwrap_or("-"),
         );
         let Some(identity) = outcome.identity.clone() else {
             let refusal = Refusal::Unauthenticated {
@@ -212,7 +245,7 @@ impl Exchange {
                 self.refuse(Decision::Invalid, &Refusal::TooLarge { limit }, None, now),
             );
         }
-        if end_of_stream {
+        if head.end_of_stream {
             return (edits, self.on_request_body(b"", now));
         }
 
@@ -220,6 +253,13 @@ impl Exchange {
             edits
                 .set
                 .push(("authorization".to_owned(), format!("Bearer {key}")));
+        }
+        if let Some(identity) = &self.identity {
+            edits
+                .set
+                .push((USER_ID_HEADER.to_owned(), identity.user_id.clone()));
+            let method = method_name(outcome.method).to_owned();
+            edits.set.push((AUTH_METHOD_HEADER.to_owned(), method));
         }
         self.phase = Phase::AwaitingBody;
         (edits, RequestStep::WaitForBody)
@@ -479,6 +519,9 @@ impl Exchange {
                 Value::String(identity.key_name.clone()),
             );
         }
+        let certificate = self.auth.certificate.as_ref().map(
+            |certificate| json!({"uri_san": certificate.uri_san, "subject": certificate.subject}),
+        );
         let prompt_chars: usize = chat.messages.iter().map(|m| m.chars).sum();
 
         json!({
@@ -491,6 +534,12 @@ impl Exchange {
                 "path": self.path,
                 "model": chat.model,
                 "user": user,
+                "auth": {
+                    "method": method_name(self.auth.method),
+                    "key_name": self.auth.key_name,
+                    "certificate": certificate,
+                },
+                "source_address": self.auth.source_address,
                 "messages": chat.messages,
                 "message_count": chat.messages.len(),
                 "prompt_chars": prompt_chars,
@@ -517,6 +566,16 @@ impl Exchange {
             / 1_000_000.0;
         // Ten decimal places: below a millionth of a cent, and free of float noise.
         Some((dollars * 1e10).round() / 1e10)
+    }
+}
+
+/// The name of an authentication method in logs, headers and policy input.
+fn method_name(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::ApiKey => "api_key",
+        AuthMethod::Certificate => "certificate",
+        AuthMethod::ApiKeyAndCertificate => "api_key_and_certificate",
+        AuthMethod::None => "none",
     }
 }
 

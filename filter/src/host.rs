@@ -24,7 +24,8 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use time::OffsetDateTime;
 
 use crate::config::{Gateway, PluginConfig};
-use crate::exchange::{Exchange, RequestStep, ResponseStep};
+use crate::exchange::{Exchange, RequestHead, RequestStep, ResponseStep};
+use crate::identity::PeerCertificate;
 use crate::reply::LocalReply;
 
 /// Delivery calls in flight at once, per worker.
@@ -40,6 +41,13 @@ proxy_wasm::main! {{
 fn log(level: LogLevel, message: &str) {
     // Logging is best effort: a host that cannot log must not stop a request.
     let _ = hostcalls::log(level, message);
+}
+
+/// A connection or request attribute as text (Envoy's attribute names); `None` when the
+/// host does not have it.
+fn property(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn now() -> OffsetDateTime {
@@ -352,15 +360,21 @@ impl Context for GatewayHttp {}
 
 impl HttpContext for GatewayHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let head = RequestHead {
+            headers: hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default(),
+            end_of_stream,
+            peer: PeerCertificate::from_parts(
+                property(&["connection", "uri_san_peer_certificate"]),
+                property(&["connection", "subject_peer_certificate"]),
+            ),
+            source_address: property(&["source", "address"]),
+        };
         let backlog_full = {
             let queue = self.queue.borrow();
             queue.backlog() >= self.gateway.config.evidence.max_buffered_records
         };
 
-        let (edits, step) =
-            self.exchange
-                .on_request_headers(&headers, end_of_stream, backlog_full, now());
+        let (edits, step) = self.exchange.on_request_headers(&head, backlog_full, now());
 
         for name in &edits.remove {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);

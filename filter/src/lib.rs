@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod exchange;
+pub mod identity;
 pub mod openai;
 pub mod policy;
 pub mod reply;

@@ -70,6 +70,9 @@ impl Refusal {
                     AuthResult::Malformed => "malformed_api_key",
                     AuthResult::Disabled => "api_key_disabled",
                     AuthResult::Expired => "api_key_expired",
+                    AuthResult::CertificateMissing => "client_certificate_required",
+                    AuthResult::UnknownCertificate => "unknown_client_certificate",
+                    AuthResult::IdentityMismatch => "identity_mismatch",
                     AuthResult::UnknownKey | AuthResult::Authenticated => "invalid_api_key",
                 };
                 (401, "invalid_request_error", code, None)

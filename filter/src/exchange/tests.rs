@@ -8,6 +8,15 @@ use time::macros::datetime;
 const NOW: OffsetDateTime = datetime!(2026-12-03 10:30:00.250 UTC);
 const FINANCE_KEY: &[u8] = b"mj-finance-test-key";
 
+fn head(headers: Vec<(String, Vec<u8>)>, end_of_stream: bool) -> RequestHead {
+    RequestHead {
+        headers,
+        end_of_stream,
+        peer: None,
+        source_address: Some("192.0.2.10:50312".to_owned()),
+    }
+}
+
 fn headers(path: &str, key: Option<&[u8]>) -> Vec<(String, Vec<u8>)> {
     let mut headers = vec![
         (":method".to_owned(), b"POST".to_vec()),
@@ -69,20 +78,21 @@ fn an_allowed_call_is_forwarded_with_the_provider_key_and_recorded_with_usage_an
     let mut exchange = exchange();
 
     let (edits, step) = exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
     assert_eq!(step, RequestStep::WaitForBody);
     assert!(edits.remove.contains(&"authorization".to_owned()));
     assert!(edits.remove.contains(&"x-mercator-user-id".to_owned()));
+    let set = |name: &str, value: &str| (name.to_owned(), value.to_owned());
     assert_eq!(
         edits.set,
-        vec![(
-            "authorization".to_owned(),
-            "Bearer sk-provider-secret".to_owned()
-        )]
+        vec![
+            set("authorization", "Bearer sk-provider-secret"),
+            set("x-mercator-user-id", "alice"),
+            set("x-mercator-auth-method", "api_key"),
+        ]
     );
 
     assert_eq!(
@@ -128,8 +138,7 @@ fn an_allowed_call_is_forwarded_with_the_provider_key_and_recorded_with_usage_an
 fn finance_asking_for_gpt_3_5_is_denied_with_the_reason_and_recorded() {
     let mut exchange = exchange();
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -158,7 +167,7 @@ fn missing_and_unknown_keys_are_refused_at_the_headers_and_recorded() {
         let mut exchange = exchange();
 
         let (_, step) =
-            exchange.on_request_headers(&headers(CHAT_COMPLETIONS, key), false, false, NOW);
+            exchange.on_request_headers(&head(headers(CHAT_COMPLETIONS, key), false), false, NOW);
 
         assert_eq!(status_of(&step), 401);
         let record = verified(&mut exchange);
@@ -172,8 +181,7 @@ fn missing_and_unknown_keys_are_refused_at_the_headers_and_recorded() {
 fn malformed_bodies_are_400_and_recorded_with_their_digest() {
     let mut exchange = exchange();
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -193,8 +201,7 @@ fn an_empty_body_is_400() {
     let mut exchange = exchange();
 
     let (_, step) = exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        true,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), true),
         false,
         NOW,
     );
@@ -208,7 +215,7 @@ fn an_oversized_content_length_is_413_before_the_body() {
     let mut headers = headers(CHAT_COMPLETIONS, Some(FINANCE_KEY));
     headers.push(("content-length".to_owned(), b"99999999".to_vec()));
 
-    let (_, step) = exchange.on_request_headers(&headers, false, false, NOW);
+    let (_, step) = exchange.on_request_headers(&head(headers, false), false, NOW);
 
     assert_eq!(status_of(&step), 413);
 }
@@ -218,8 +225,7 @@ fn an_unknown_path_is_404_after_authentication() {
     let mut exchange = exchange();
 
     let (_, step) = exchange.on_request_headers(
-        &headers("/v1/embeddings", Some(FINANCE_KEY)),
-        false,
+        &head(headers("/v1/embeddings", Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -232,8 +238,7 @@ fn an_unknown_path_is_404_after_authentication() {
 fn a_malformed_provider_answer_becomes_502_and_is_recorded_as_an_error() {
     let mut exchange = exchange();
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -252,8 +257,7 @@ fn a_malformed_provider_answer_becomes_502_and_is_recorded_as_an_error() {
 fn a_provider_error_passes_through_and_is_recorded() {
     let mut exchange = exchange();
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -272,8 +276,7 @@ fn a_provider_error_passes_through_and_is_recorded() {
 fn an_exchange_cut_short_is_still_recorded_once() {
     let mut exchange = exchange();
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -290,7 +293,7 @@ fn an_exchange_cut_short_is_still_recorded_once() {
 #[test]
 fn a_local_reply_passing_back_through_the_filter_is_left_alone() {
     let mut exchange = exchange();
-    exchange.on_request_headers(&headers(CHAT_COMPLETIONS, None), false, false, NOW);
+    exchange.on_request_headers(&head(headers(CHAT_COMPLETIONS, None), false), false, NOW);
     exchange.take_evidence();
 
     assert_eq!(exchange.on_response_headers(401), ResponseStep::Continue);
@@ -307,8 +310,7 @@ fn a_full_evidence_backlog_refuses_with_503() {
     let mut exchange = exchange();
 
     let (_, step) = exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         true,
         NOW,
     );
@@ -322,8 +324,7 @@ fn digest_mode_keeps_no_content() {
     gateway.config.evidence.content = ContentMode::Digest;
     let mut exchange = Exchange::new(Rc::new(gateway));
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -342,8 +343,7 @@ fn digest_mode_keeps_no_content() {
 fn the_log_line_never_holds_the_key_or_the_prompt() {
     let mut exchange = exchange();
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -372,8 +372,7 @@ fn event_ids_are_unique_and_well_formed() {
 fn each_policy_decision_kind_survives_into_the_record() {
     let mut exchange = exchange();
     exchange.on_request_headers(
-        &headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)),
-        false,
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
         false,
         NOW,
     );
@@ -382,4 +381,44 @@ fn each_policy_decision_kind_survives_into_the_record() {
     let decisions = exchange.policy.as_ref().unwrap().decisions.clone();
 
     assert_eq!(decisions[0].decision, PolicyVerdict::Deny);
+}
+
+#[test]
+fn a_mapped_client_certificate_shows_in_the_policy_input_and_the_evidence() {
+    let mut json = crate::config::tests::sample_json();
+    json["identity"] = serde_json::json!({"mode": "mtls", "clients": [{
+        "spiffe_id": "spiffe://example.org/billing", "user_id": "billing-svc",
+        "name": "billing-workload", "attributes": {"department": "finance"}
+    }]});
+    let config = crate::config::PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+    let gateway = crate::config::Gateway::new(config, crate::config::tests::env).unwrap();
+    let mut exchange = Exchange::new(Rc::new(gateway));
+    let mut request = head(headers(CHAT_COMPLETIONS, None), false);
+    request.peer = Some(PeerCertificate {
+        uri_san: Some("spiffe://example.org/billing".to_owned()),
+        subject: Some("CN=billing,O=Example".to_owned()),
+    });
+
+    let (_, step) = exchange.on_request_headers(&request, false, NOW);
+    let input = exchange.policy_input(&parse_chat_request(&chat("gpt-4")).unwrap(), NOW);
+
+    assert_eq!(step, RequestStep::WaitForBody);
+    assert_eq!(input["request"]["user"]["id"], "billing-svc");
+    assert_eq!(input["request"]["auth"]["method"], "certificate");
+    assert_eq!(
+        input["request"]["auth"]["certificate"]["uri_san"],
+        "spiffe://example.org/billing"
+    );
+    assert_eq!(
+        exchange.on_request_body(&chat("gpt-4"), NOW),
+        RequestStep::Forward
+    );
+    exchange.on_response_headers(200);
+    exchange.on_response_body(&answer(), NOW);
+    let record = verified(&mut exchange);
+    assert_eq!(record["user_id"], "billing-svc");
+    assert_eq!(
+        record["auth"]["certificate"]["subject"],
+        "CN=billing,O=Example"
+    );
 }
