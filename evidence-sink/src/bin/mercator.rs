@@ -14,6 +14,9 @@ use mercator_evidence_sink::load_keys;
 use mercator_evidence_sink::tools::api_key::{
     api_key_sha256, entries_yaml, key_from_input, new_api_key, NewApiKeyRequest,
 };
+use mercator_evidence_sink::tools::cert::{
+    certificate_authority, client_certificate, ClientRequest,
+};
 use mercator_evidence_sink::tools::dev_init::dev_init;
 use mercator_evidence_sink::tools::gateway::{plugin_config, policy_modules};
 use mercator_evidence_sink::tools::policy_test::run_policy_tests;
@@ -49,6 +52,10 @@ enum Command {
     /// Make the Ed25519 key that signs evidence, or show its public half.
     #[command(subcommand)]
     SigningKey(SigningKeyCommand),
+
+    /// Make mTLS client certificates, or a separate CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
 
     /// Print the filter's plugin configuration (one line of JSON) made from the gateway
     /// configuration, after the filter's own checks.
@@ -126,6 +133,39 @@ enum SigningKeyCommand {
         /// The seed file.
         #[arg(long)]
         key: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Issue a client certificate from a CA: writes OUT_DIR/NAME.pem and NAME-key.pem and
+    /// prints the identity to map in identity.clients.
+    Client {
+        /// The directory holding the issuing CA's ca.pem and ca-key.pem.
+        #[arg(long, default_value = ".dev")]
+        ca_dir: PathBuf,
+        /// Where to write the certificate and key.
+        #[arg(long, default_value = ".dev/clients")]
+        out_dir: PathBuf,
+        /// File stem and common name.
+        #[arg(long)]
+        name: String,
+        /// URI SAN, such as spiffe://example.org/ns/prod/sa/billing; without it the
+        /// certificate is identified by its subject.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// Days of validity; a negative number makes an already expired certificate.
+        #[arg(long, default_value_t = 365, allow_negative_numbers = true)]
+        days: i64,
+    },
+    /// Make a separate CA (OUT_DIR/ca.pem, ca-key.pem), one the gateway does not trust.
+    Ca {
+        /// Where to write it.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Its common name.
+        #[arg(long, default_value = "Mercator Jupiter other CA")]
+        name: String,
     },
 }
 
@@ -263,6 +303,41 @@ fn run(command: Command) -> Result<Report, ToolError> {
         Command::SigningKey(SigningKeyCommand::Public { key }) => {
             let entry = public_key_entry(&key)?;
             Ok(Report::out(format!("{}\n", entry_json(&entry)?)))
+        }
+
+        Command::Cert(CertCommand::Client {
+            ca_dir,
+            out_dir,
+            name,
+            spiffe_id,
+            days,
+        }) => {
+            let request = ClientRequest {
+                name,
+                spiffe_id: spiffe_id.clone(),
+                days,
+            };
+            let written = client_certificate(&ca_dir, &out_dir, &request)?;
+            let identity = match spiffe_id {
+                Some(uri) => format!("spiffe_id: {uri}"),
+                None => format!("subject: \"{}\"", written.subject),
+            };
+            Ok(Report::out(format!(
+                "certificate {}\nkey {}\nmap it under identity.clients:\n  - {identity}\n    \
+                 user_id: <user>\n    name: {}\n",
+                written.certificate.display(),
+                written.key.display(),
+                request.name
+            )))
+        }
+
+        Command::Cert(CertCommand::Ca { out_dir, name }) => {
+            let written = certificate_authority(&out_dir, &name)?;
+            Ok(Report::out(format!(
+                "certificate {}\nkey {}\n",
+                written.certificate.display(),
+                written.key.display()
+            )))
         }
 
         Command::PluginConfig { gateway } => {

@@ -356,7 +356,7 @@ fn provider_keys(dir: &Path, report: &mut DevInitReport) -> Result<(), ToolError
     Ok(())
 }
 
-fn ca_params() -> Result<CertificateParams, ToolError> {
+pub(crate) fn ca_params() -> Result<CertificateParams, ToolError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(CA_COMMON_NAME);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -382,7 +382,7 @@ fn server_params() -> Result<CertificateParams, ToolError> {
     Ok(params)
 }
 
-fn distinguished_name(common_name: &str) -> DistinguishedName {
+pub(crate) fn distinguished_name(common_name: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, "Mercator Jupiter (development)");
     name.push(DnType::CommonName, common_name);
@@ -391,7 +391,10 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
 
 /// Valid from a few minutes ago (clocks of containers drift) for `lifetime`, with a random
 /// serial number.
-fn set_validity(params: &mut CertificateParams, lifetime: Duration) -> Result<(), ToolError> {
+pub(crate) fn set_validity(
+    params: &mut CertificateParams,
+    lifetime: Duration,
+) -> Result<(), ToolError> {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::minutes(5);
     params.not_after = now + lifetime;
@@ -405,11 +408,11 @@ fn set_validity(params: &mut CertificateParams, lifetime: Duration) -> Result<()
     Ok(())
 }
 
-fn new_key_pair(what: &str) -> Result<KeyPair, ToolError> {
+pub(crate) fn new_key_pair(what: &str) -> Result<KeyPair, ToolError> {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(certificate_error(what))
 }
 
-fn certificate_error(what: &str) -> impl Fn(rcgen::Error) -> ToolError + '_ {
+pub(crate) fn certificate_error(what: &str) -> impl Fn(rcgen::Error) -> ToolError + '_ {
     move |source| ToolError::Certificate {
         what: what.to_owned(),
         source,

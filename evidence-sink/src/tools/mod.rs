@@ -20,6 +20,7 @@
 //! never contains a secret.
 
 pub mod api_key;
+pub mod cert;
 pub mod dev_init;
 mod error;
 mod files;
