@@ -17,4 +17,6 @@ mercator render \
   --set provider_port=8700 \
   --set tls_cert=/material/server.pem \
   --set tls_key=/material/server-key.pem \
+  --set client_ca=/material/ca.pem \
+  --set require_client_certificate=false \
   --set wasm_path=/material/mercator_filter.wasm

@@ -42,6 +42,8 @@ export MERCATOR_SIGNING_KEY
   --set provider_port="$STANDIN_PORT" \
   --set tls_cert="$PWD/$DEV/server.pem" \
   --set tls_key="$PWD/$DEV/server-key.pem" \
+  --set client_ca="$PWD/$DEV/ca.pem" \
+  --set require_client_certificate="${MERCATOR_REQUIRE_CLIENT_CERTIFICATE:-false}" \
   --set wasm_path="$PWD/$WASM"
 
 pids=()

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -137,9 +138,13 @@ class Stack:
         path: str = "/v1/chat/completions",
         method: str = "POST",
         headers: dict[str, str] | None = None,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> Reply:
-        """One HTTPS request to the gateway, trusting only the development CA."""
+        """One HTTPS request to the gateway, trusting only the development CA, presenting
+        `client_cert` (certificate, key) when given."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
+        if client_cert is not None:
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
         connection = http.client.HTTPSConnection("localhost", self.gateway_port, context=context)
         all_headers = {"content-type": "application/json"}
         if key is not None:
@@ -225,7 +230,15 @@ def new_api_key(user: str, name: str, *extra: str) -> tuple[str, str]:
     return key.strip(), entry
 
 
-def start_stack(workdir: Path) -> Stack:
+def start_stack(
+    workdir: Path,
+    identity: dict | None = None,
+    require_client_certificate: bool = False,
+    extra_policies: dict[str, str] | None = None,
+) -> Stack:
+    """The development stack; `identity` replaces the gateway configuration's identity
+    section, `require_client_certificate` turns on mTLS at the listener, and
+    `extra_policies` (file name to Rego source) join the shipped policies."""
     require_built()
     dev = workdir / "dev"
     run([str(BIN / "mercator"), "dev-init", "--dir", str(dev)])
@@ -259,7 +272,13 @@ def start_stack(workdir: Path) -> Stack:
 
     # The development gateway configuration, with this run's key files; JSON is YAML.
     gateway = yaml.safe_load((ROOT / "config" / "gateway.yaml").read_text())
-    gateway["policies_dir"] = str(ROOT / "policies")
+    policies = workdir / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    for name, source in (extra_policies or {}).items():
+        (policies / name).write_text(source)
+    gateway["policies_dir"] = str(policies)
+    if identity is not None:
+        gateway["identity"] = identity
     gateway["api_key_files"] = [str(dev / "api-keys.yaml"), str(workdir / "extra-keys.yaml")]
     (workdir / "gateway.yaml").write_text(json.dumps(gateway, indent=2))
 
@@ -290,6 +309,8 @@ def start_stack(workdir: Path) -> Stack:
             "--set", f"provider_port={stack.standin_port}",
             "--set", f"tls_cert={dev / 'server.pem'}",
             "--set", f"tls_key={dev / 'server-key.pem'}",
+            "--set", f"client_ca={dev / 'ca.pem'}",
+            "--set", f"require_client_certificate={str(require_client_certificate).lower()}",
             "--set", f"wasm_path={WASM}",
         ]
     )  # fmt: skip
