@@ -235,10 +235,12 @@ def start_stack(
     identity: dict | None = None,
     require_client_certificate: bool = False,
     extra_policies: dict[str, str] | None = None,
+    disabled_keys: tuple[str, ...] = (),
 ) -> Stack:
     """The development stack; `identity` replaces the gateway configuration's identity
     section, `require_client_certificate` turns on mTLS at the listener, and
-    `extra_policies` (file name to Rego source) join the shipped policies."""
+    `extra_policies` (file name to Rego source) join the shipped policies; the extra keys
+    labelled in `disabled_keys` are configured disabled."""
     require_built()
     dev = workdir / "dev"
     run([str(BIN / "mercator"), "dev-init", "--dir", str(dev)])
@@ -260,14 +262,14 @@ def start_stack(
         ("expired", "ex-employee", "expired-key", ["--expires-at", "2020-01-01T00:00:00Z"]),
         ("rotated-old", "rota", "rota-2025", []),
         ("rotated-new", "rota", "rota-2026", []),
+        ("disabled", "left-company", "disabled-key", []),
     ]:
         key, entry = new_api_key(user, name, "--attr", "department=finance", *flags)
         keys[label] = ApiKey(key, user)
+        if label == "disabled" or label in disabled_keys:
+            entry = entry.replace("enabled: true", "enabled: false")
+            assert "enabled: false" in entry, entry
         extra_entries.append(entry)
-    key, entry = new_api_key("left-company", "disabled-key", "--attr", "department=finance")
-    keys["disabled"] = ApiKey(key, "left-company")
-    extra_entries.append(entry.replace("enabled: true", "enabled: false"))
-    assert "enabled: false" in extra_entries[-1], extra_entries[-1]
     (workdir / "extra-keys.yaml").write_text("\n".join(extra_entries))
 
     # The development gateway configuration, with this run's key files; JSON is YAML.

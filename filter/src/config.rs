@@ -31,7 +31,10 @@ pub enum ConfigError {
         reason: String,
     },
     /// An environment variable that the configuration names is not set in the VM.
-    #[error("plugin configuration: `{field}` names environment variable {variable}, which is not set (pass it with vm_config.environment_variables)")]
+    #[error(
+        "plugin configuration: `{field}` names environment variable {variable}, which is not \
+         set (pass it with vm_config.environment_variables)"
+    )]
     MissingEnvironment {
         /// The dotted path of the field naming the variable.
         field: String,

@@ -287,13 +287,22 @@ impl Context for GatewayRoot {
                         .map(|b| String::from_utf8_lossy(&b).into_owned())
                         .unwrap_or_default();
                 if batch.len() > 1 || batch.iter().any(|p| !p.alone) {
-                    log(LogLevel::Warn, &format!("evidence sink refused a batch ({status}): {reason}; retrying records one by one"));
+                    let message = format!(
+                        "evidence sink refused a batch ({status}): {reason}; \
+                         retrying records one by one"
+                    );
+                    log(LogLevel::Warn, &message);
                     self.requeue(batch, true);
                 } else {
                     let mut queue = self.queue.borrow_mut();
                     queue.in_flight = queue.in_flight.saturating_sub(batch.len());
                     for pending in batch {
-                        log(LogLevel::Critical, &format!("evidence record {} refused by the sink ({status}): {reason}; dropped", record_id(&pending.record)));
+                        let id = record_id(&pending.record);
+                        let message = format!(
+                            "evidence record {id} refused by the sink ({status}): {reason}; \
+                             dropped"
+                        );
+                        log(LogLevel::Critical, &message);
                     }
                 }
             }

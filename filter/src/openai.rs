@@ -427,7 +427,8 @@ mod tests {
                 "messages[0].content",
             ),
             (
-                json!({"model": "gpt-4", "messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+                json!({"model": "gpt-4",
+                       "messages": [{"role": "user", "content": [{"type": "text"}]}]}),
                 "messages[0].content[0].text",
             ),
             (
