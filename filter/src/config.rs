@@ -95,6 +95,9 @@ pub struct Limits {
     /// Largest provider answer the gateway reads; a larger one fails closed with 502.
     #[serde(default = "default_max_response_body")]
     pub max_response_body_bytes: usize,
+    /// Longest one policy evaluation may run; a longer one is stopped and denies.
+    #[serde(default = "default_policy_evaluation_ms")]
+    pub policy_evaluation_ms: u64,
 }
 
 impl Default for Limits {
@@ -102,6 +105,7 @@ impl Default for Limits {
         Self {
             max_request_body_bytes: default_max_request_body(),
             max_response_body_bytes: default_max_response_body(),
+            policy_evaluation_ms: default_policy_evaluation_ms(),
         }
     }
 }
@@ -112,6 +116,10 @@ fn default_max_request_body() -> usize {
 
 fn default_max_response_body() -> usize {
     8 * 1024 * 1024
+}
+
+fn default_policy_evaluation_ms() -> u64 {
+    crate::policy::DEFAULT_EVALUATION_LIMIT.as_millis() as u64
 }
 
 /// One provider.
@@ -310,7 +318,14 @@ impl PluginConfig {
         let keys = self.key_ring()?;
         let clients = self.clients()?;
         let authenticator = Authenticator::new(self.identity.mode, keys, clients);
-        let policy = Policy::compile(&self.policies.modules)?;
+        if !(1..=10_000).contains(&self.limits.policy_evaluation_ms) {
+            return Err(invalid(
+                "limits.policy_evaluation_ms",
+                "must be between 1 and 10000",
+            ));
+        }
+        let limit = std::time::Duration::from_millis(self.limits.policy_evaluation_ms);
+        let policy = Policy::compile(&self.policies.modules, limit)?;
         Ok((authenticator, policy))
     }
 

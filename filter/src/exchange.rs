@@ -9,8 +9,8 @@
 use std::rc::Rc;
 
 use mercator_evidence::{
-    AuthEvidence, AuthMethod, AuthResult, CertificateEvidence, Decision, EvidenceRecord,
-    ExchangeEvidence, GatewayError, TokenUsage, RECORD_SCHEMA,
+    AppliedObligations, AuthEvidence, AuthMethod, AuthResult, CertificateEvidence, Decision,
+    EvidenceRecord, ExchangeEvidence, GatewayError, TokenUsage, RECORD_SCHEMA,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -19,8 +19,10 @@ use time::OffsetDateTime;
 use crate::auth::Identity;
 use crate::config::{ContentMode, Gateway};
 use crate::identity::PeerCertificate;
-use crate::openai::{parse_chat_request, parse_chat_response, ChatRequest, RequestError};
-use crate::policy::PolicyOutcome;
+use crate::openai::{
+    parse_chat_request, parse_chat_response, ChatRequest, ChatResponse, RequestError,
+};
+use crate::policy::{Obligations, PolicyOutcome};
 use crate::reply::{LocalReply, Refusal};
 
 /// The one API this version governs.
@@ -58,13 +60,23 @@ pub struct HeaderEdits {
     pub set: Vec<(String, String)>,
 }
 
+/// What the host changes in an allowed request before it goes on, as the policies'
+/// obligations require.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The body to send instead of the client's; its `content-length` no longer holds.
+    pub body: Option<Vec<u8>>,
+    /// Headers to set on the forwarded request.
+    pub headers: Vec<(String, String)>,
+}
+
 /// What the host does after a request callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestStep {
     /// Hold the request until its body is complete.
     WaitForBody,
-    /// Let the request go on to the provider.
-    Forward,
+    /// Let the request go on to the provider, changed as the rewrite says.
+    Forward(Rewrite),
     /// Answer locally; nothing goes upstream.
     Reply(LocalReply),
 }
@@ -106,6 +118,11 @@ pub struct Exchange {
     request: Option<ExchangeEvidence>,
     response_status: Option<u16>,
     policy: Option<PolicyOutcome>,
+    /// The request-phase policy input, kept for the response phase.
+    policy_input: Option<Value>,
+    obligations: Option<AppliedObligations>,
+    token_usage: Option<TokenUsage>,
+    cost: Option<f64>,
     decision: Decision,
     evidence: Option<String>,
     log_line: String,
@@ -134,6 +151,10 @@ impl Exchange {
             request: None,
             response_status: None,
             policy: None,
+            policy_input: None,
+            obligations: None,
+            token_usage: None,
+            cost: None,
             decision: Decision::Error,
             evidence: None,
             log_line: String::new(),
@@ -298,9 +319,11 @@ impl Exchange {
         };
         self.model = Some(chat.model.clone());
 
-        let outcome = self.gateway.policy.evaluate(&self.policy_input(&chat, now));
+        let input = self.policy_input(&chat, now);
+        let outcome = self.gateway.policy.evaluate(&input);
         let allowed = outcome.allowed;
         let reasons = outcome.deny_reasons();
+        let obligations = outcome.obligations.clone();
         self.policy = Some(outcome);
         if !allowed {
             return self.refuse(
@@ -310,10 +333,84 @@ impl Exchange {
                 now,
             );
         }
+        if self.gateway.policy.has_response_rules() {
+            self.policy_input = Some(input);
+        }
 
+        let rewrite = self.apply_obligations(chat, &obligations, body, mode);
         self.decision = Decision::Allow;
         self.phase = Phase::Forwarded;
-        RequestStep::Forward
+        RequestStep::Forward(rewrite)
+    }
+
+    /// The host could not change the request as the obligations say: it must not go on.
+    pub fn on_rewrite_failed(&mut self, now: OffsetDateTime) -> RequestStep {
+        self.log_line.push_str(" obligations=failed");
+        self.refuse(Decision::Error, &Refusal::Internal, None, now)
+    }
+
+    /// Changes the request as the obligations say, and records what changed. The record's
+    /// `request` then describes the body that was forwarded, and `obligations` carries the
+    /// digest of the body the client sent.
+    fn apply_obligations(
+        &mut self,
+        chat: ChatRequest,
+        obligations: &Obligations,
+        original: &[u8],
+        mode: ContentMode,
+    ) -> Rewrite {
+        if obligations.is_empty() {
+            return Rewrite::default();
+        }
+        let mut body = chat.body;
+        let mut capped = None;
+        if let Some(cap) = obligations.max_tokens {
+            // Either field may be the one the provider reads: cap each that is there, and
+            // `max_tokens` when the client gave neither.
+            let mut fields: Vec<&str> = ["max_tokens", "max_completion_tokens"]
+                .into_iter()
+                .filter(|field| body.get(*field).is_some_and(|v| !v.is_null()))
+                .collect();
+            if fields.is_empty() {
+                fields.push("max_tokens");
+            }
+            for field in fields {
+                let asked = body.get(field).and_then(Value::as_u64);
+                if asked.is_none_or(|asked| asked > cap) {
+                    body.insert(field.to_owned(), Value::from(cap));
+                    capped = Some(cap);
+                }
+            }
+        }
+        let mut redacted = Vec::new();
+        for field in &obligations.redact {
+            if body.remove(field).is_some() {
+                redacted.push(field.clone());
+            }
+        }
+
+        let rewritten = match capped.is_some() || !redacted.is_empty() {
+            true => Some(Value::Object(body).to_string().into_bytes()),
+            false => None,
+        };
+        let original_body_sha256 = rewritten.as_ref().map(|forwarded| {
+            self.request = Some(describe(forwarded, mode, Some(self.path.clone()), None));
+            sha256_label(original)
+        });
+        self.obligations = Some(AppliedObligations {
+            max_tokens: capped,
+            headers: obligations.headers.clone(),
+            redacted,
+            original_body_sha256,
+        });
+        Rewrite {
+            body: rewritten,
+            headers: obligations
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        }
     }
 
     /// The provider's response headers have arrived.
@@ -349,20 +446,46 @@ impl Exchange {
 
         if !(200..300).contains(&status) {
             // The provider refused or failed; its answer goes to the caller as it is.
-            return self.finish_forwarded(provider_answer, None, None, now);
+            return self.finish_forwarded(provider_answer, now);
         }
-        match parse_chat_response(body) {
-            Ok(answer) => {
-                let cost = self.cost(&answer.model, answer.usage);
-                self.finish_forwarded(provider_answer, answer.usage, cost, now)
-            }
+        let answer = match parse_chat_response(body) {
+            Ok(answer) => answer,
             Err(error) => {
                 let refusal = Refusal::BadProviderResponse {
                     detail: error.to_string(),
                 };
-                response_step(self.refuse(Decision::Error, &refusal, Some(provider_answer), now))
+                return response_step(self.refuse(
+                    Decision::Error,
+                    &refusal,
+                    Some(provider_answer),
+                    now,
+                ));
+            }
+        };
+        // The provider has done the work: usage and cost stand whatever policies say next.
+        self.token_usage = answer.usage;
+        self.cost = self.cost(&answer.model, answer.usage);
+
+        if let Some(mut input) = self.policy_input.take() {
+            input["phase"] = json!("response");
+            input["response"] = response_input(status, &answer);
+            let outcome = self.gateway.policy.evaluate_response(&input);
+            let allowed = outcome.allowed;
+            let reasons = outcome.deny_reasons();
+            if let Some(policy) = &mut self.policy {
+                policy.decisions.extend(outcome.decisions);
+            }
+            if !allowed {
+                let refusal = Refusal::ResponseDenied { reasons };
+                return response_step(self.refuse(
+                    Decision::Deny,
+                    &refusal,
+                    Some(provider_answer),
+                    now,
+                ));
             }
         }
+        self.finish_forwarded(provider_answer, now)
     }
 
     /// The stream is over. If no evidence was built yet (the client went away, the
@@ -382,10 +505,7 @@ impl Exchange {
             Decision::Error
         };
         let response = not_read(None, self.response_status);
-        if self
-            .seal(decision, response, Some(error), None, None, now)
-            .is_err()
-        {
+        if self.seal(decision, response, Some(error), now).is_err() {
             self.log_line.push_str(" evidence=unsigned");
         }
     }
@@ -412,11 +532,9 @@ impl Exchange {
     fn finish_forwarded(
         &mut self,
         response: ExchangeEvidence,
-        usage: Option<TokenUsage>,
-        cost: Option<f64>,
         now: OffsetDateTime,
     ) -> ResponseStep {
-        match self.seal(Decision::Allow, response, None, usage, cost, now) {
+        match self.seal(Decision::Allow, response, None, now) {
             Ok(()) => ResponseStep::Continue,
             Err(reply) => ResponseStep::Reply(reply),
         }
@@ -441,7 +559,7 @@ impl Exchange {
                 error.message = format!("{} (provider answer {digest})", error.message);
             }
         }
-        match self.seal(decision, response, Some(error), None, None, now) {
+        match self.seal(decision, response, Some(error), now) {
             Ok(()) => RequestStep::Reply(reply),
             Err(internal) => RequestStep::Reply(internal),
         }
@@ -453,8 +571,6 @@ impl Exchange {
         decision: Decision,
         response: ExchangeEvidence,
         error: Option<GatewayError>,
-        token_usage: Option<TokenUsage>,
-        cost: Option<f64>,
         now: OffsetDateTime,
     ) -> Result<(), LocalReply> {
         self.decision = decision;
@@ -488,8 +604,9 @@ impl Exchange {
                 .as_ref()
                 .map(|p| p.decisions.clone())
                 .unwrap_or_default(),
-            token_usage,
-            cost,
+            obligations: self.obligations.clone(),
+            token_usage: self.token_usage,
+            cost: self.cost,
             key_id: String::new(),
         };
 
@@ -506,12 +623,22 @@ impl Exchange {
         }
     }
 
-    /// The policy input, version 1 (documented in the README).
+    /// The policy input, version 2 (documented in `docs/policy-input.md`), for the request
+    /// phase; the response phase adds `response`.
     fn policy_input(&self, chat: &ChatRequest, now: OffsetDateTime) -> Value {
         let mut user = serde_json::Map::new();
+        let mut groups = Vec::new();
         if let Some(identity) = &self.identity {
             for (name, value) in &identity.attributes {
                 user.insert(name.clone(), Value::String(value.clone()));
+            }
+            if let Some(listed) = identity.attributes.get("groups") {
+                groups = listed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|group| !group.is_empty())
+                    .map(|group| Value::String(group.to_owned()))
+                    .collect();
             }
             user.insert("id".to_owned(), Value::String(identity.user_id.clone()));
             user.insert(
@@ -519,13 +646,15 @@ impl Exchange {
                 Value::String(identity.key_name.clone()),
             );
         }
+        user.insert("groups".to_owned(), Value::Array(groups));
         let certificate = self.auth.certificate.as_ref().map(
             |certificate| json!({"uri_san": certificate.uri_san, "subject": certificate.subject}),
         );
         let prompt_chars: usize = chat.messages.iter().map(|m| m.chars).sum();
 
         json!({
-            "version": 1,
+            "version": POLICY_INPUT_VERSION,
+            "phase": "request",
             "time": rfc3339_millis(now),
             "request": {
                 "id": self.request_id,
@@ -543,12 +672,15 @@ impl Exchange {
                 "messages": chat.messages,
                 "message_count": chat.messages.len(),
                 "prompt_chars": prompt_chars,
+                "estimated_prompt_tokens": chat.estimated_prompt_tokens(),
                 "parameters": {
                     "max_tokens": chat.max_tokens,
                     "temperature": chat.temperature,
+                    "stream": chat.stream,
                     "tools": chat.tools,
                 },
             },
+            "response": null,
         })
     }
 
@@ -569,6 +701,28 @@ impl Exchange {
     }
 }
 
+/// The version of the policy input document; it changes when a field changes meaning or
+/// goes away, not when one is added.
+pub const POLICY_INPUT_VERSION: u32 = 2;
+
+/// The `response` member of the policy input: what the provider answered.
+fn response_input(status: u16, answer: &ChatResponse) -> Value {
+    let text: Vec<&str> = answer.choices.iter().map(|c| c.text.as_str()).collect();
+    let finish_reasons: Vec<&str> = answer
+        .choices
+        .iter()
+        .filter_map(|c| c.finish_reason.as_deref())
+        .collect();
+    json!({
+        "status": status,
+        "model": answer.model,
+        "text": text.join("\n"),
+        "choices": answer.choices,
+        "finish_reasons": finish_reasons,
+        "usage": answer.usage,
+    })
+}
+
 /// The name of an authentication method in logs, headers and policy input.
 fn method_name(method: AuthMethod) -> &'static str {
     match method {
@@ -582,7 +736,7 @@ fn method_name(method: AuthMethod) -> &'static str {
 fn response_step(step: RequestStep) -> ResponseStep {
     match step {
         RequestStep::Reply(reply) => ResponseStep::Reply(reply),
-        RequestStep::WaitForBody | RequestStep::Forward => ResponseStep::Continue,
+        RequestStep::WaitForBody | RequestStep::Forward(_) => ResponseStep::Continue,
     }
 }
 
@@ -598,10 +752,6 @@ fn describe(
     path: Option<String>,
     status: Option<u16>,
 ) -> ExchangeEvidence {
-    let hex: String = Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     let text = match mode {
         ContentMode::Full => std::str::from_utf8(body).ok().map(str::to_owned),
         ContentMode::Digest => None,
@@ -610,9 +760,18 @@ fn describe(
         path,
         status,
         body_bytes: Some(body.len() as u64),
-        body_sha256: Some(format!("sha256:{hex}")),
+        body_sha256: Some(sha256_label(body)),
         body: text,
     }
+}
+
+/// `sha256:` and the hex SHA-256 of `bytes`, as records name bodies.
+fn sha256_label(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 fn not_read(path: Option<String>, status: Option<u16>) -> ExchangeEvidence {

@@ -333,6 +333,24 @@ fn record_id(record: &str) -> String {
         .unwrap_or_else(|| "<unreadable>".to_owned())
 }
 
+/// Carries out an allowed request's obligations: the rewritten body (whose length no longer
+/// matches the client's `content-length`, so that header goes and Envoy frames the body
+/// anew) and added headers. The request's headers are still editable here because the
+/// filter held them (`StopIteration`) until the body was decided. False when the host
+/// refused an edit.
+fn apply_rewrite(rewrite: &crate::exchange::Rewrite, body_size: usize) -> bool {
+    let mut done = true;
+    if let Some(body) = &rewrite.body {
+        done &= hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, body).is_ok();
+        done &=
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, "content-length", None).is_ok();
+    }
+    for (name, value) in &rewrite.headers {
+        done &= hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)).is_ok();
+    }
+    done
+}
+
 struct GatewayHttp {
     gateway: Rc<Gateway>,
     exchange: Exchange,
@@ -394,7 +412,8 @@ impl HttpContext for GatewayHttp {
 
         match step {
             RequestStep::WaitForBody => Action::Pause,
-            RequestStep::Forward => {
+            RequestStep::Forward(rewrite) => {
+                apply_rewrite(&rewrite, 0);
                 self.ship_evidence();
                 Action::Continue
             }
@@ -417,7 +436,15 @@ impl HttpContext for GatewayHttp {
 
         match step {
             RequestStep::WaitForBody => Action::Pause,
-            RequestStep::Forward => Action::Continue,
+            RequestStep::Forward(rewrite) => {
+                if !apply_rewrite(&rewrite, body_size) {
+                    // The policies' obligations could not be carried out: fail closed.
+                    if let RequestStep::Reply(reply) = self.exchange.on_rewrite_failed(now()) {
+                        return self.send(&reply);
+                    }
+                }
+                Action::Continue
+            }
             RequestStep::Reply(reply) => self.send(&reply),
         }
     }

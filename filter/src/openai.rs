@@ -84,8 +84,13 @@ pub struct ChatRequest {
     pub max_tokens: Option<u64>,
     /// `temperature`, when given.
     pub temperature: Option<f64>,
-    /// Number of tools offered.
-    pub tools: usize,
+    /// Whether the client asked for a stream (refused for now, so always false here).
+    pub stream: bool,
+    /// The names of the tools offered: each function's `name`, or the tool's `type` when it
+    /// has no function name.
+    pub tools: Vec<String>,
+    /// The body as parsed, so that obligations can rewrite it.
+    pub body: Map<String, Value>,
 }
 
 /// Validates a request body and reads what policies and evidence need.
@@ -118,6 +123,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         None => return Err(field_error("messages", "is required")),
     };
 
+    let stream = false;
     if let Some(stream) = object.get("stream") {
         match stream {
             Value::Bool(false) | Value::Null => {}
@@ -142,8 +148,12 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         Some(_) => return Err(field_error("temperature", "must be a number")),
     };
     let tools = match object.get("tools") {
-        None | Some(Value::Null) => 0,
-        Some(Value::Array(tools)) => tools.len(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(tools)) => tools
+            .iter()
+            .enumerate()
+            .map(|(index, tool)| tool_name(index, tool))
+            .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err(field_error("tools", "must be an array")),
     };
 
@@ -152,8 +162,40 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         messages,
         max_tokens,
         temperature,
+        stream,
         tools,
+        body: object,
     })
+}
+
+/// A tool's name as policies see it: `function.name`, else its `type`.
+fn tool_name(index: usize, tool: &Value) -> Result<String, RequestError> {
+    let Value::Object(tool) = tool else {
+        return Err(field_error(format!("tools[{index}]"), "must be an object"));
+    };
+    let function_name = tool
+        .get("function")
+        .and_then(|function| function.get("name"))
+        .and_then(Value::as_str);
+    match (function_name, tool.get("type").and_then(Value::as_str)) {
+        (Some(name), _) | (None, Some(name)) => Ok(name.to_owned()),
+        (None, None) => Err(field_error(
+            format!("tools[{index}].type"),
+            "must be a string",
+        )),
+    }
+}
+
+impl ChatRequest {
+    /// A rough count of prompt tokens for policies, before the provider has counted: four
+    /// characters a token, plus four tokens of framing per message. Real tokenizers differ
+    /// by model; policies should treat this as an estimate, never as the bill.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        self.messages
+            .iter()
+            .map(|message| (message.chars as u64).div_ceil(4) + 4)
+            .sum()
+    }
 }
 
 fn optional_count(object: &Map<String, Value>, field: &str) -> Result<Option<u64>, RequestError> {
@@ -323,10 +365,21 @@ pub enum ResponseError {
 pub struct ChatResponse {
     /// The model that answered.
     pub model: String,
-    /// Number of choices.
-    pub choices: usize,
+    /// Each choice, as response policies see it.
+    pub choices: Vec<ChoiceFacts>,
     /// Token usage, when reported.
     pub usage: Option<TokenUsage>,
+}
+
+/// One choice of an answer, as response policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChoiceFacts {
+    /// The choice's `index`, or its position when the provider gave none.
+    pub index: u64,
+    /// Why the model stopped (`stop`, `length`, `tool_calls`, `content_filter`), if said.
+    pub finish_reason: Option<String>,
+    /// The message's text content (text parts joined by newlines); empty for tool calls.
+    pub text: String,
 }
 
 /// Reads and checks a provider's successful answer.
@@ -340,7 +393,11 @@ pub fn parse_chat_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
         _ => return Err(ResponseError::Field("model")),
     };
     let choices = match object.get("choices") {
-        Some(Value::Array(choices)) if choices.iter().all(Value::is_object) => choices.len(),
+        Some(Value::Array(choices)) => choices
+            .iter()
+            .enumerate()
+            .map(|(position, choice)| choice_facts(position, choice))
+            .collect::<Result<Vec<_>, _>>()?,
         _ => return Err(ResponseError::Field("choices")),
     };
     let usage = match object.get("usage") {
@@ -357,6 +414,41 @@ pub fn parse_chat_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
         model,
         choices,
         usage,
+    })
+}
+
+fn choice_facts(position: usize, choice: &Value) -> Result<ChoiceFacts, ResponseError> {
+    let Value::Object(choice) = choice else {
+        return Err(ResponseError::Field("choices"));
+    };
+    let index = match choice.get("index") {
+        None | Some(Value::Null) => position as u64,
+        Some(index) => index
+            .as_u64()
+            .ok_or(ResponseError::Field("choices.index"))?,
+    };
+    let finish_reason = match choice.get("finish_reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(reason)) => Some(reason.clone()),
+        Some(_) => return Err(ResponseError::Field("choices.finish_reason")),
+    };
+    let text = match choice
+        .get("message")
+        .and_then(|message| message.get("content"))
+    {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Some(_) => return Err(ResponseError::Field("choices.message.content")),
+    };
+    Ok(ChoiceFacts {
+        index,
+        finish_reason,
+        text,
     })
 }
 

@@ -38,6 +38,11 @@ pub enum Refusal {
         /// The reasons, joined for the caller.
         reasons: Vec<String>,
     },
+    /// A response-phase policy refused the provider's answer; the caller gets this instead.
+    ResponseDenied {
+        /// The reasons, joined for the caller.
+        reasons: Vec<String>,
+    },
     /// The provider's answer could not be read or checked.
     BadProviderResponse {
         /// What is wrong with it.
@@ -97,6 +102,9 @@ impl Refusal {
                 )
             }
             Self::PolicyDenied { .. } => (403, "permission_error", "policy_denied", None),
+            Self::ResponseDenied { .. } => {
+                (403, "permission_error", "response_policy_denied", None)
+            }
             Self::BadProviderResponse { .. } => (502, "api_error", "bad_provider_response", None),
             Self::EvidenceUnavailable => (503, "api_error", "evidence_unavailable", None),
             Self::Internal => (500, "api_error", "internal_error", None),
@@ -116,6 +124,10 @@ impl Refusal {
             Self::TooLarge { limit } => format!("The request body is larger than {limit} bytes."),
             Self::InvalidRequest(error) => error.to_string(),
             Self::PolicyDenied { reasons } => reasons.join("; "),
+            Self::ResponseDenied { reasons } => format!(
+                "The provider's answer was withheld by policy: {}",
+                reasons.join("; ")
+            ),
             Self::BadProviderResponse { detail } => {
                 format!("The provider's answer was refused by the gateway: {detail}.")
             }

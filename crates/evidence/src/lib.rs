@@ -37,7 +37,8 @@ mod signing;
 
 pub use keys::{KeyError, KeyId, SigningKey, VerifyingKey};
 pub use record::{
-    AuthEvidence, AuthMethod, AuthResult, CertificateEvidence, Decision, EvidenceRecord,
-    ExchangeEvidence, GatewayError, PolicyDecision, PolicyVerdict, TokenUsage, RECORD_SCHEMA,
+    AppliedObligations, AuthEvidence, AuthMethod, AuthResult, CertificateEvidence, Decision,
+    EvidenceRecord, ExchangeEvidence, GatewayError, PolicyDecision, PolicyPhase, PolicyVerdict,
+    TokenUsage, RECORD_SCHEMA,
 };
 pub use signing::{canonical_json, signing_payload, verify_record, EvidenceError, Verdict};

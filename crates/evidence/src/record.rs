@@ -42,6 +42,8 @@ pub struct EvidenceRecord {
     pub policy_bundle: Option<String>,
     /// Each policy's verdict; empty when the request did not reach the policies.
     pub policy_decisions: Vec<PolicyDecision>,
+    /// The policies' obligations on an allowed request, `null` when there were none.
+    pub obligations: Option<AppliedObligations>,
     /// Tokens the provider reported, `null` when it reported none.
     pub token_usage: Option<TokenUsage>,
     /// Cost in US dollars from the gateway's price table, `null` when the model has no price.
@@ -191,15 +193,43 @@ pub struct GatewayError {
     pub message: String,
 }
 
-/// One policy module's verdict on one request.
+/// One policy module's verdict on one request, or on its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyDecision {
     /// The module's name, the last part of its package (`mercator.policy.<name>`).
     pub policy: String,
+    /// Whether the module decided on the request or on the provider's answer.
+    pub phase: PolicyPhase,
     /// What the module said.
     pub decision: PolicyVerdict,
+    /// The stable code of a deny reason (when the policy gave one) or of a gateway error.
+    pub code: Option<String>,
     /// Why, for a deny (one of the module's deny reasons) or an error.
     pub reason: Option<String>,
+}
+
+/// When a policy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyPhase {
+    /// On the request, before anything was forwarded.
+    Request,
+    /// On the provider's answer, before the caller saw it.
+    Response,
+}
+
+/// What the policies required of a request they allowed, and what the gateway changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedObligations {
+    /// The `max_tokens` the provider was asked for, when a policy capped it.
+    pub max_tokens: Option<u64>,
+    /// Headers the gateway added to the forwarded request.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Top-level request fields removed before forwarding.
+    pub redacted: Vec<String>,
+    /// `sha256:` digest of the body as the client sent it, when the gateway rewrote it;
+    /// the record's `request` then describes the body that was forwarded.
+    pub original_body_sha256: Option<String>,
 }
 
 /// What one policy module said.

@@ -211,9 +211,12 @@ mod tests {
             policy_bundle: Some("sha256:abc".to_owned()),
             policy_decisions: vec![PolicyDecision {
                 policy: "department".to_owned(),
+                phase: PolicyPhase::Request,
                 decision: PolicyVerdict::Allow,
+                code: None,
                 reason: None,
             }],
+            obligations: None,
             token_usage: Some(TokenUsage {
                 prompt_tokens: 3,
                 completion_tokens: 5,

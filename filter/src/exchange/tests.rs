@@ -97,7 +97,7 @@ fn an_allowed_call_is_forwarded_with_the_provider_key_and_recorded_with_usage_an
 
     assert_eq!(
         exchange.on_request_body(&chat("gpt-4"), NOW),
-        RequestStep::Forward
+        RequestStep::Forward(Rewrite::default())
     );
     assert!(
         exchange.take_evidence().is_none(),
@@ -411,7 +411,7 @@ fn a_mapped_client_certificate_shows_in_the_policy_input_and_the_evidence() {
     );
     assert_eq!(
         exchange.on_request_body(&chat("gpt-4"), NOW),
-        RequestStep::Forward
+        RequestStep::Forward(Rewrite::default())
     );
     exchange.on_response_headers(200);
     exchange.on_response_body(&answer(), NOW);
@@ -421,4 +421,210 @@ fn a_mapped_client_certificate_shows_in_the_policy_input_and_the_evidence() {
         record["auth"]["certificate"]["subject"],
         "CN=billing,O=Example"
     );
+}
+
+/// The sample gateway with `extra` Rego modules (path, source) beside the department policy.
+fn exchange_with(extra: &[(&str, &str)]) -> Exchange {
+    let mut json = crate::config::tests::sample_json();
+    for (path, source) in extra {
+        json["policies"]["modules"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"path": path, "source": source}));
+    }
+    let config = crate::config::PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+    let gateway = Gateway::new(config, crate::config::tests::env).unwrap();
+    Exchange::new(Rc::new(gateway))
+}
+
+fn authenticated(exchange: &mut Exchange) {
+    let (_, step) = exchange.on_request_headers(
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
+        false,
+        NOW,
+    );
+    assert_eq!(step, RequestStep::WaitForBody);
+}
+
+const CAP_AND_TAG: &str = r#"package mercator.policy.caps
+import rego.v1
+obligations := {"max_tokens": 64, "headers": {"x-cost-centre": "finance"}, "redact": ["user"]}
+"#;
+
+#[test]
+fn obligations_rewrite_the_forwarded_body_and_are_recorded_with_the_original_digest() {
+    let mut exchange = exchange_with(&[("policies/caps.rego", CAP_AND_TAG)]);
+    authenticated(&mut exchange);
+    let body =
+        serde_json::json!({"model": "gpt-4", "max_tokens": 4000, "user": "alice@example.com",
+                                  "messages": [{"role": "user", "content": "Hello"}]})
+        .to_string()
+        .into_bytes();
+
+    let step = exchange.on_request_body(&body, NOW);
+
+    let RequestStep::Forward(rewrite) = step else {
+        panic!("expected the request to go on, got {step:?}");
+    };
+    let forwarded: Value = serde_json::from_slice(rewrite.body.as_ref().unwrap()).unwrap();
+    assert_eq!(forwarded["max_tokens"], 64);
+    assert!(forwarded.get("user").is_none());
+    assert_eq!(forwarded["messages"][0]["content"], "Hello");
+    assert_eq!(
+        rewrite.headers,
+        [("x-cost-centre".to_owned(), "finance".to_owned())]
+    );
+
+    exchange.on_response_headers(200);
+    exchange.on_response_body(&answer(), NOW);
+    let record = verified(&mut exchange);
+    assert_eq!(record["obligations"]["max_tokens"], 64);
+    assert_eq!(
+        record["obligations"]["redacted"],
+        serde_json::json!(["user"])
+    );
+    assert_eq!(
+        record["obligations"]["original_body_sha256"],
+        super::sha256_label(&body)
+    );
+    assert!(!record["request"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("alice@example.com"));
+}
+
+#[test]
+fn a_cap_above_what_the_client_asked_leaves_the_body_alone() {
+    let cap = r#"package mercator.policy.caps
+import rego.v1
+obligations := {"max_tokens": 500}
+"#;
+    let mut exchange = exchange_with(&[("policies/caps.rego", cap)]);
+    authenticated(&mut exchange);
+    let body = serde_json::json!({"model": "gpt-4", "max_completion_tokens": 20,
+                                  "messages": [{"role": "user", "content": "Hello"}]})
+    .to_string()
+    .into_bytes();
+
+    let step = exchange.on_request_body(&body, NOW);
+
+    assert_eq!(step, RequestStep::Forward(Rewrite::default()));
+}
+
+#[test]
+fn a_response_policy_deny_replaces_the_answer_and_keeps_usage_and_cost() {
+    let withhold = r#"package mercator.policy.withhold
+import rego.v1
+response_deny contains {"code": "greeting", "message": "no greetings"} if {
+	contains(input.response.text, "Hi")
+	input.response.finish_reasons == ["stop"]
+	input.phase == "response"
+}
+"#;
+    let mut exchange = exchange_with(&[("policies/withhold.rego", withhold)]);
+    authenticated(&mut exchange);
+    assert!(matches!(
+        exchange.on_request_body(&chat("gpt-4"), NOW),
+        RequestStep::Forward(_)
+    ));
+    exchange.on_response_headers(200);
+
+    let step = exchange.on_response_body(&answer(), NOW);
+
+    let ResponseStep::Reply(reply) = step else {
+        panic!("expected the answer to be replaced, got {step:?}");
+    };
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(body["error"]["code"], "response_policy_denied");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no greetings"));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["token_usage"]["total_tokens"], 1500);
+    assert_eq!(record["cost"], 0.06);
+    let phases: Vec<&Value> = record["policy_decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["phase"])
+        .collect();
+    assert!(phases.contains(&&Value::from("request")));
+    assert!(phases.contains(&&Value::from("response")));
+    let denial = record["policy_decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["phase"] == "response")
+        .unwrap();
+    assert_eq!(denial["code"], "greeting");
+}
+
+#[test]
+fn the_policy_input_example_in_the_docs_has_the_shape_the_gateway_builds() {
+    let doc = include_str!("../../../docs/policy-input.md");
+    let example = json_block_after(doc, "<!-- request-example -->");
+    let documented: Value = serde_json::from_str(&example).unwrap();
+
+    let mut exchange = exchange();
+    authenticated(&mut exchange);
+    let body = serde_json::json!({"model": "gpt-4", "max_tokens": 50, "temperature": 0.2,
+        "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+        "messages": [{"role": "user", "content": "Hello"}]})
+    .to_string();
+    let chat = parse_chat_request(body.as_bytes()).unwrap();
+    let built = exchange.policy_input(&chat, NOW);
+
+    assert_same_shape(&documented, &built, "input");
+    assert_eq!(documented["version"], POLICY_INPUT_VERSION);
+}
+
+#[test]
+fn the_response_example_in_the_docs_has_the_shape_the_gateway_builds() {
+    let doc = include_str!("../../../docs/policy-input.md");
+    let documented: Value =
+        serde_json::from_str(&json_block_after(doc, "<!-- response-example -->")).unwrap();
+
+    let answer = parse_chat_response(&answer()).unwrap();
+    let built = super::response_input(200, &answer);
+
+    assert_same_shape(&documented, &built, "response");
+}
+
+/// The first ```json block after `marker`.
+fn json_block_after(doc: &str, marker: &str) -> String {
+    let (_, after) = doc
+        .split_once(marker)
+        .expect("the marker is in the document");
+    let (_, block) = after.split_once("```json").expect("a json block follows");
+    let (json, _) = block.split_once("```").expect("the block ends");
+    json.to_owned()
+}
+
+/// Same keys at every level (objects), same JSON types; arrays compare their first items.
+fn assert_same_shape(documented: &Value, built: &Value, at: &str) {
+    match (documented, built) {
+        (Value::Object(doc), Value::Object(code)) => {
+            let doc_keys: Vec<&String> = doc.keys().collect();
+            let code_keys: Vec<&String> = code.keys().collect();
+            assert_eq!(doc_keys, code_keys, "keys of {at}");
+            for (key, value) in doc {
+                assert_same_shape(value, &code[key], &format!("{at}.{key}"));
+            }
+        }
+        (Value::Array(doc), Value::Array(code)) => {
+            if let (Some(d), Some(c)) = (doc.first(), code.first()) {
+                assert_same_shape(d, c, &format!("{at}[0]"));
+            }
+        }
+        // A documented null stands for "null here, or a value in other calls".
+        (Value::Null, _) => {}
+        (d, c) => assert_eq!(
+            std::mem::discriminant(d),
+            std::mem::discriminant(c),
+            "type of {at}: documented {d}, built {c}"
+        ),
+    }
 }
