@@ -4,9 +4,10 @@
 //! The gateway YAML has the fields of `mercator_filter::config::PluginConfig`, with two
 //! differences that keep files apart from the configuration:
 //!
-//! - `policies_dir: <dir>` instead of `policies: {modules: […]}`. Every `*.rego` file in the
-//!   directory except the `*_test.rego` ones, sorted by name, becomes a module whose path is
-//!   `<dir name>/<file name>` (see [`policy_modules`]);
+//! - `policies_dir: <dir>` instead of `policies: {modules: […]}`. Every `*.rego` file under
+//!   the directory, its subdirectories (such as `lib/`) included, except the `*_test.rego`
+//!   files and anything under an `examples/` directory, becomes a module whose path is
+//!   `<dir name>/<relative path>`, sorted by that path (see [`policy_modules`]);
 //! - `api_key_files: [<file>, …]`, each a YAML list of API key entries (the fields of
 //!   `ApiKeyConfig`), appended to `api_keys`.
 //!
@@ -96,12 +97,16 @@ pub fn plugin_config(gateway: &Path) -> Result<PluginConfigJson, ToolError> {
     })
 }
 
-/// The policy modules of `dir`: every `*.rego` file except `*_test.rego`, sorted by file
-/// name, each with the path `<dir name>/<file name>` that the bundle digest covers.
+/// Policy examples live under a directory of this name: tested, but never in the bundle.
+const EXAMPLES_DIR: &str = "examples";
+
+/// The policy modules of `dir`: every `*.rego` file under it except `*_test.rego` and the
+/// examples, sorted by path, each with the path `<dir name>/<relative path>` that the
+/// bundle digest covers.
 pub fn policy_modules(dir: &Path) -> Result<Vec<PolicyModule>, ToolError> {
     let modules: Vec<PolicyModule> = rego_files(dir)?
         .into_iter()
-        .filter(|file| !file.name.ends_with("_test.rego"))
+        .filter(|file| !file.name.ends_with("_test.rego") && !file.is_example)
         .map(RegoFile::into_module)
         .collect();
     if modules.is_empty() {
@@ -118,6 +123,8 @@ pub(crate) struct RegoFile {
     pub(crate) module_path: String,
     /// The file name.
     pub(crate) name: String,
+    /// Whether it lies under an `examples/` directory.
+    pub(crate) is_example: bool,
     /// The Rego source.
     pub(crate) source: String,
 }
@@ -131,31 +138,48 @@ impl RegoFile {
     }
 }
 
-/// Every `*.rego` file of `dir` (tests included), sorted by file name.
+/// Every `*.rego` file under `dir` (tests and examples included, subdirectories searched),
+/// sorted by module path.
 pub(crate) fn rego_files(dir: &Path) -> Result<Vec<RegoFile>, ToolError> {
+    let mut files = Vec::new();
+    collect_rego_files(dir, &dir_name(dir)?, false, &mut files)?;
+    files.sort_by(|a, b| a.module_path.cmp(&b.module_path));
+    Ok(files)
+}
+
+fn collect_rego_files(
+    dir: &Path,
+    prefix: &str,
+    in_examples: bool,
+    files: &mut Vec<RegoFile>,
+) -> Result<(), ToolError> {
     let read_error = |source| ToolError::Read {
         path: dir.to_owned(),
         source,
     };
-    let dir_name = dir_name(dir)?;
-
-    let mut files = Vec::new();
     for entry in fs::read_dir(dir).map_err(read_error)? {
         let path = entry.map_err(read_error)?.path();
         let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
             continue;
         };
-        if !name.ends_with(".rego") || !path.is_file() {
+        // Hidden entries (editor files, `.git`) are not policies.
+        if name.starts_with('.') {
             continue;
         }
-        files.push(RegoFile {
-            module_path: format!("{dir_name}/{name}"),
-            name: name.to_owned(),
-            source: read_text(&path)?,
-        });
+        let module_path = format!("{prefix}/{name}");
+        if path.is_dir() {
+            let examples = in_examples || name == EXAMPLES_DIR;
+            collect_rego_files(&path, &module_path, examples, files)?;
+        } else if name.ends_with(".rego") && path.is_file() {
+            files.push(RegoFile {
+                module_path,
+                name: name.to_owned(),
+                is_example: in_examples,
+                source: read_text(&path)?,
+            });
+        }
     }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(files)
+    Ok(())
 }
 
 /// The last component of `dir` as written, or of its canonical form for `.` and `..`.
@@ -384,6 +408,49 @@ evidence:
             made.bundle_digest,
             mercator_filter::policy::bundle_digest(&modules)
         );
+    }
+
+    #[test]
+    fn library_subdirectories_join_the_bundle_and_examples_do_not() {
+        let dir = layout();
+        let rego = dir.path().join("rego");
+        fs::create_dir_all(rego.join("lib")).unwrap();
+        fs::create_dir_all(rego.join("examples/more")).unwrap();
+        fs::write(
+            rego.join("lib/words.rego"),
+            "package mercator.lib.words\nx := 1",
+        )
+        .unwrap();
+        fs::write(
+            rego.join("lib/words_test.rego"),
+            "package mercator.lib.words_test",
+        )
+        .unwrap();
+        fs::write(
+            rego.join("examples/pii.rego"),
+            "package mercator.policy.pii",
+        )
+        .unwrap();
+        fs::write(
+            rego.join("examples/more/x.rego"),
+            "package mercator.policy.x",
+        )
+        .unwrap();
+
+        let paths: Vec<String> = policy_modules(&rego)
+            .unwrap()
+            .into_iter()
+            .map(|module| module.path)
+            .collect();
+        let tested: Vec<String> = rego_files(&rego)
+            .unwrap()
+            .into_iter()
+            .map(|file| file.module_path)
+            .collect();
+
+        assert_eq!(paths, ["rego/department.rego", "rego/lib/words.rego"]);
+        assert!(tested.contains(&"rego/examples/more/x.rego".to_owned()));
+        assert!(tested.contains(&"rego/lib/words_test.rego".to_owned()));
     }
 
     #[test]
