@@ -1,8 +1,9 @@
 # Which department may use which model.
 #
 # Finance may use gpt-4; engineering may use gpt-3.5-turbo and claude-3-sonnet. Everyone
-# and everything else is denied with one reason. The user's department comes from the
-# attributes of the API key that authenticated the request.
+# and everything else is denied with one reason, code department_not_authorized. The
+# user's department comes from the attributes of the API key that authenticated the
+# request.
 package mercator.policy.department
 
 import rego.v1
@@ -18,4 +19,7 @@ allow if {
 	input.request.model in models_by_department[input.request.user.department]
 }
 
-deny contains "Department not authorized for this model" if not allow
+deny contains {
+	"code": "department_not_authorized",
+	"message": "Department not authorized for this model",
+} if not allow
