@@ -236,11 +236,15 @@ def start_stack(
     require_client_certificate: bool = False,
     extra_policies: dict[str, str] | None = None,
     disabled_keys: tuple[str, ...] = (),
+    extra_users: dict[str, dict[str, str]] | None = None,
+    limits: dict | None = None,
 ) -> Stack:
     """The development stack; `identity` replaces the gateway configuration's identity
     section, `require_client_certificate` turns on mTLS at the listener, and
     `extra_policies` (file name to Rego source) join the shipped policies; the extra keys
-    labelled in `disabled_keys` are configured disabled."""
+    labelled in `disabled_keys` are configured disabled. `extra_users` adds one key per
+    label, for a user of that name with those attributes; `limits` is merged into the
+    configuration's limits."""
     require_built()
     dev = workdir / "dev"
     run([str(BIN / "mercator"), "dev-init", "--dir", str(dev)])
@@ -270,6 +274,11 @@ def start_stack(
             entry = entry.replace("enabled: true", "enabled: false")
             assert "enabled: false" in entry, entry
         extra_entries.append(entry)
+    for label, attributes in (extra_users or {}).items():
+        attrs = [arg for item in attributes.items() for arg in ("--attr", "=".join(item))]
+        key, entry = new_api_key(label, f"{label}-key", *attrs)
+        keys[label] = ApiKey(key, label)
+        extra_entries.append(entry)
     (workdir / "extra-keys.yaml").write_text("\n".join(extra_entries))
 
     # The development gateway configuration, with this run's key files; JSON is YAML.
@@ -281,6 +290,7 @@ def start_stack(
     gateway["policies_dir"] = str(policies)
     if identity is not None:
         gateway["identity"] = identity
+    gateway["limits"] = {**gateway.get("limits", {}), **(limits or {})}
     gateway["api_key_files"] = [str(dev / "api-keys.yaml"), str(workdir / "extra-keys.yaml")]
     (workdir / "gateway.yaml").write_text(json.dumps(gateway, indent=2))
 

@@ -57,7 +57,8 @@ def test_allowed_call_through_the_openai_sdk_returns_the_providers_answer(stack:
     assert record["cost"] == pytest.approx(expected_cost)
     assert record["policy_bundle"].startswith("sha256:")
     assert record["policy_decisions"] == [
-        {"policy": "department", "decision": "allow", "reason": None}
+        {"policy": "department", "phase": "request", "decision": "allow", "code": None,
+         "reason": None}
     ]
     assert json.loads(record["response"]["body"])["id"] == completion.id
 

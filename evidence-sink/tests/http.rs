@@ -61,7 +61,9 @@ fn record(id: &str, user_id: &str, timestamp: &str) -> EvidenceRecord {
                      "body": null},
         "error": null,
         "policy_bundle": "sha256:abc",
-        "policy_decisions": [{"policy": "department", "decision": "allow", "reason": null}],
+        "policy_decisions": [{"policy": "department", "phase": "request", "decision": "allow",
+                              "code": null, "reason": null}],
+        "obligations": null,
         "token_usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
         "cost": 0.00039,
         "key_id": ""

@@ -467,8 +467,10 @@ impl Exchange {
         self.cost = self.cost(&answer.model, answer.usage);
 
         if let Some(mut input) = self.policy_input.take() {
-            input["phase"] = json!("response");
-            input["response"] = response_input(status, &answer);
+            if let Value::Object(document) = &mut input {
+                document.insert("phase".to_owned(), json!("response"));
+                document.insert("response".to_owned(), response_input(status, &answer));
+            }
             let outcome = self.gateway.policy.evaluate_response(&input);
             let allowed = outcome.allowed;
             let reasons = outcome.deny_reasons();
