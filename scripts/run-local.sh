@@ -61,7 +61,8 @@ trap stop INT TERM EXIT
 pids+=($!)
 # The stand-in expects the provider key, so a call that reaches it proves the gateway
 # swapped the caller's key for the provider's.
-"$BIN/provider-standin" --listen "127.0.0.1:$STANDIN_PORT" --expect-api-key "$OPENAI_API_KEY" &
+"$BIN/provider-standin" --listen "127.0.0.1:$STANDIN_PORT" --expect-api-key "$OPENAI_API_KEY" \
+  --expect-api-key "$ANTHROPIC_API_KEY" &
 pids+=($!)
 .venv/bin/envoy -c "$DEV/envoy.yaml" --use-dynamic-base-id --log-level warn \
   --component-log-level wasm:info &
@@ -78,7 +79,7 @@ Mercator Jupiter is serving (Ctrl-C stops it):
   gateway        https://localhost:$GATEWAY_PORT/v1   (TLS 1.3, CA: $DEV/ca.pem)
   evidence sink  http://127.0.0.1:$SINK_PORT
   Envoy admin    http://127.0.0.1:$ADMIN_PORT
-  provider       http://127.0.0.1:$STANDIN_PORT   (a local stand-in for OpenAI, not the real one)
+  provider       http://127.0.0.1:$STANDIN_PORT   (a local stand-in for OpenAI and Anthropic, not the real ones)
 Demo API keys are in $DEV/demo.env. Try:
   source $DEV/demo.env
   curl --cacert $DEV/ca.pem https://localhost:$GATEWAY_PORT/v1/chat/completions \\

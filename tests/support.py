@@ -116,6 +116,7 @@ class Stack:
     ca_file: Path
     keys: dict[str, ApiKey]
     provider_key: str
+    anthropic_key: str
     signing_key: str
     processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -303,6 +304,7 @@ def start_stack(
         ca_file=dev / "ca.pem",
         keys=keys,
         provider_key=provider["OPENAI_API_KEY"],
+        anthropic_key=provider["ANTHROPIC_API_KEY"],
         signing_key=(dev / "signing.key").read_text().strip(),
     )
     run(
@@ -351,6 +353,7 @@ def start_stack(
                 str(BIN / "provider-standin"),
                 "--listen", f"127.0.0.1:{stack.standin_port}",
                 "--expect-api-key", stack.provider_key,
+                "--expect-api-key", stack.anthropic_key,
             ],
         )  # fmt: skip
         spawn(
@@ -359,7 +362,11 @@ def start_stack(
                 str(ENVOY), "-c", str(workdir / "envoy.yaml"), "--use-dynamic-base-id",
                 "--log-level", "warn", "--component-log-level", "wasm:info",
             ],
-            env={"MERCATOR_SIGNING_KEY": stack.signing_key, "OPENAI_API_KEY": stack.provider_key},
+            env={
+                "MERCATOR_SIGNING_KEY": stack.signing_key,
+                "OPENAI_API_KEY": stack.provider_key,
+                "ANTHROPIC_API_KEY": stack.anthropic_key,
+            },
         )  # fmt: skip
 
         wait_for(lambda: http_get_json(f"{stack.sink_url}/healthz"), "the evidence sink")

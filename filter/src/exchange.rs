@@ -16,17 +16,83 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::anthropic::{parse_messages_request, parse_messages_response};
 use crate::auth::Identity;
 use crate::config::{ContentMode, Gateway};
 use crate::identity::PeerCertificate;
 use crate::openai::{
-    parse_chat_request, parse_chat_response, ChatRequest, ChatResponse, RequestError,
+    parse_chat_request, parse_chat_response, ChatRequest, ChatResponse, RequestError, ResponseError,
 };
 use crate::policy::{Obligations, PolicyOutcome};
-use crate::reply::{LocalReply, Refusal};
+use crate::reply::{ErrorShape, LocalReply, Refusal};
 
-/// The one API this version governs.
-const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+/// The APIs the gateway governs, each with its path, provider and wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI `POST /v1/chat/completions`.
+    OpenAiChat,
+    /// Anthropic `POST /v1/messages`.
+    AnthropicMessages,
+}
+
+impl Api {
+    /// The API served at `path`, if the gateway governs one there.
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/v1/chat/completions" => Some(Self::OpenAiChat),
+            "/v1/messages" => Some(Self::AnthropicMessages),
+            _ => None,
+        }
+    }
+
+    /// The provider's name in the configuration, policy input and evidence.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Self::OpenAiChat => "openai",
+            Self::AnthropicMessages => "anthropic",
+        }
+    }
+
+    /// The API's name in the policy input.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAiChat => "openai.chat_completions",
+            Self::AnthropicMessages => "anthropic.messages",
+        }
+    }
+
+    fn error_shape(self) -> ErrorShape {
+        match self {
+            Self::OpenAiChat => ErrorShape::OpenAi,
+            Self::AnthropicMessages => ErrorShape::Anthropic,
+        }
+    }
+
+    fn parse_request(self, body: &[u8]) -> Result<ChatRequest, RequestError> {
+        match self {
+            Self::OpenAiChat => parse_chat_request(body),
+            Self::AnthropicMessages => parse_messages_request(body),
+        }
+    }
+
+    fn parse_response(self, body: &[u8]) -> Result<ChatResponse, ResponseError> {
+        match self {
+            Self::OpenAiChat => parse_chat_response(body),
+            Self::AnthropicMessages => parse_messages_response(body),
+        }
+    }
+
+    /// The header that carries the provider's key, in place of the caller's.
+    fn provider_key_header(self, key: &str) -> (String, String) {
+        match self {
+            Self::OpenAiChat => ("authorization".to_owned(), format!("Bearer {key}")),
+            Self::AnthropicMessages => ("x-api-key".to_owned(), key.to_owned()),
+        }
+    }
+}
+
+/// The Messages API refuses requests without this header; so does the gateway.
+const ANTHROPIC_VERSION_HEADER: &str = "anthropic-version";
 
 /// Request headers the gateway removes before anything else reads them: the caller's
 /// credentials (replaced by the provider's) and any identity header a caller might forge.
@@ -111,6 +177,8 @@ pub struct Exchange {
     event_id: String,
     request_id: String,
     path: String,
+    api: Option<Api>,
+    shape: ErrorShape,
     auth: AuthEvidence,
     identity: Option<Identity>,
     provider: Option<String>,
@@ -137,6 +205,8 @@ impl Exchange {
             event_id: String::new(),
             request_id: String::new(),
             path: String::new(),
+            api: None,
+            shape: ErrorShape::OpenAi,
             auth: AuthEvidence {
                 method: AuthMethod::None,
                 result: AuthResult::Missing,
@@ -179,31 +249,34 @@ impl Exchange {
             }
         }
 
-        if backlog_full {
-            self.phase = Phase::Finished;
-            self.log_line = "evidence backlog full: request refused with 503".to_owned();
-            return (
-                edits,
-                RequestStep::Reply(Refusal::EvidenceUnavailable.reply(None)),
-            );
-        }
-        let Some(event_id) = new_event_id() else {
-            self.phase = Phase::Finished;
-            self.log_line = "no entropy for an evidence id: request refused with 500".to_owned();
-            return (edits, RequestStep::Reply(Refusal::Internal.reply(None)));
-        };
-        self.event_id = event_id;
-
         let header = |name: &str| {
             headers
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
         };
-        self.request_id = header("x-request-id").unwrap_or_else(|| self.event_id.clone());
         let method = header(":method").unwrap_or_default();
         let full_path = header(":path").unwrap_or_default();
         self.path = full_path.split('?').next().unwrap_or_default().to_owned();
+        self.api = Api::from_path(&self.path);
+        self.shape = self.api.map(Api::error_shape).unwrap_or_default();
+
+        if backlog_full {
+            self.phase = Phase::Finished;
+            self.log_line = "evidence backlog full: request refused with 503".to_owned();
+            let reply = Refusal::EvidenceUnavailable.reply(None, self.shape);
+            return (edits, RequestStep::Reply(reply));
+        }
+        let Some(event_id) = new_event_id() else {
+            self.phase = Phase::Finished;
+            self.log_line = "no entropy for an evidence id: request refused with 500".to_owned();
+            return (
+                edits,
+                RequestStep::Reply(Refusal::Internal.reply(None, self.shape)),
+            );
+        };
+        self.event_id = event_id;
+        self.request_id = header("x-request-id").unwrap_or_else(|| self.event_id.clone());
 
         let outcome = self
             .gateway
@@ -246,17 +319,28 @@ impl Exchange {
         };
         self.identity = Some(identity);
 
-        if self.path != CHAT_COMPLETIONS {
+        // An API whose provider the configuration does not name is not served here.
+        let provider_key = self
+            .api
+            .and_then(|api| Some((api, self.gateway.provider_keys.get(api.provider())?)));
+        let Some((api, provider_key)) = provider_key else {
             let refusal = Refusal::UnknownEndpoint {
                 path: self.path.clone(),
             };
             return (edits, self.refuse(Decision::Invalid, &refusal, None, now));
-        }
+        };
         if method != "POST" {
             let refusal = Refusal::MethodNotAllowed { method };
             return (edits, self.refuse(Decision::Invalid, &refusal, None, now));
         }
-        self.provider = Some("openai".to_owned());
+        self.provider = Some(api.provider().to_owned());
+        if api == Api::AnthropicMessages && header(ANTHROPIC_VERSION_HEADER).is_none() {
+            let refusal = Refusal::InvalidRequest(RequestError::Field {
+                field: ANTHROPIC_VERSION_HEADER.to_owned(),
+                message: "the header is required".to_owned(),
+            });
+            return (edits, self.refuse(Decision::Invalid, &refusal, None, now));
+        }
 
         let limit = self.gateway.config.limits.max_request_body_bytes;
         let declared = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
@@ -270,11 +354,7 @@ impl Exchange {
             return (edits, self.on_request_body(b"", now));
         }
 
-        if let Some(key) = self.gateway.provider_keys.get("openai") {
-            edits
-                .set
-                .push(("authorization".to_owned(), format!("Bearer {key}")));
-        }
+        edits.set.push(api.provider_key_header(provider_key));
         if let Some(identity) = &self.identity {
             edits
                 .set
@@ -301,9 +381,10 @@ impl Exchange {
         if body.len() > limit {
             return self.refuse(Decision::Invalid, &Refusal::TooLarge { limit }, None, now);
         }
-        let chat = match body {
-            b"" => Err(RequestError::NotJson("the body is empty".to_owned())),
-            _ => parse_chat_request(body),
+        let chat = match (body, self.api) {
+            (b"", _) => Err(RequestError::NotJson("the body is empty".to_owned())),
+            (_, Some(api)) => api.parse_request(body),
+            (_, None) => Err(RequestError::NotObject),
         };
         let chat = match chat {
             Ok(chat) => chat,
@@ -448,7 +529,11 @@ impl Exchange {
             // The provider refused or failed; its answer goes to the caller as it is.
             return self.finish_forwarded(provider_answer, now);
         }
-        let answer = match parse_chat_response(body) {
+        let parsed = match self.api {
+            Some(api) => api.parse_response(body),
+            None => Err(ResponseError::NotJson),
+        };
+        let answer = match parsed {
             Ok(answer) => answer,
             Err(error) => {
                 let refusal = Refusal::BadProviderResponse {
@@ -550,7 +635,7 @@ impl Exchange {
         provider_answer: Option<ExchangeEvidence>,
         now: OffsetDateTime,
     ) -> RequestStep {
-        let reply = refusal.reply(Some(&self.event_id));
+        let reply = refusal.reply(Some(&self.event_id), self.shape);
         let mode = self.gateway.config.evidence.content;
         // The caller sees the gateway's reply; a refused provider answer is kept too,
         // digest-only, in the error message's place of record.
@@ -620,7 +705,7 @@ impl Exchange {
             Err(error) => {
                 self.log_line
                     .push_str(&format!(" evidence.error=\"{error}\""));
-                Err(Refusal::Internal.reply(None))
+                Err(Refusal::Internal.reply(None, self.shape))
             }
         }
     }
@@ -660,7 +745,7 @@ impl Exchange {
             "time": rfc3339_millis(now),
             "request": {
                 "id": self.request_id,
-                "api": "openai.chat_completions",
+                "api": self.api.map(Api::name),
                 "provider": self.provider,
                 "path": self.path,
                 "model": chat.model,

@@ -16,6 +16,7 @@
 //! `expect`, `panic` and indexing for that reason, and `host` avoids the SDK helpers
 //! that unwrap.
 
+pub mod anthropic;
 pub mod auth;
 pub mod config;
 pub mod exchange;

@@ -1,5 +1,6 @@
 //! OpenAI chat completions: what a valid request is, what the gateway reads from the
-//! provider's answer.
+//! provider's answer. The facts read here ([`ChatRequest`], [`ChatResponse`]) are also
+//! what [`crate::anthropic`] reads from the Messages API, so policies see one shape.
 //!
 //! Validation names the first field at fault in the caller's terms (`messages[2].role`), so
 //! a client sees what to fix. Only what the gateway needs is read; everything else in the
@@ -55,7 +56,7 @@ impl RequestError {
     }
 }
 
-fn field_error(field: impl Into<String>, message: impl Into<String>) -> RequestError {
+pub(crate) fn field_error(field: impl Into<String>, message: impl Into<String>) -> RequestError {
     RequestError::Field {
         field: field.into(),
         message: message.into(),
@@ -198,7 +199,10 @@ impl ChatRequest {
     }
 }
 
-fn optional_count(object: &Map<String, Value>, field: &str) -> Result<Option<u64>, RequestError> {
+pub(crate) fn optional_count(
+    object: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<u64>, RequestError> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(number)) => number
@@ -270,7 +274,7 @@ fn content_parts_text(index: usize, parts: &[Value]) -> Result<String, RequestEr
 /// Parses JSON, refusing an object with the same key twice. Parsers disagree on which of
 /// two `model` keys wins; if the policy saw one and the provider used the other, a
 /// denied model could be reached. One meaning or none.
-fn parse_strict_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+pub(crate) fn parse_strict_json(body: &[u8]) -> Result<Value, serde_json::Error> {
     use serde::de::DeserializeSeed as _;
 
     let mut deserializer = serde_json::Deserializer::from_slice(body);

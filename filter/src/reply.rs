@@ -54,6 +54,16 @@ pub enum Refusal {
     Internal,
 }
 
+/// The error body shape of the API the caller used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorShape {
+    /// `{"error": {"message", "type", "param", "code"}}`.
+    #[default]
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}`, with the gateway's `code` beside.
+    Anthropic,
+}
+
 /// A complete local reply, ready for the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
@@ -116,7 +126,7 @@ impl Refusal {
         match self {
             Self::Unauthenticated { message, .. } => (*message).to_owned(),
             Self::UnknownEndpoint { path } => {
-                format!("The gateway does not serve `{path}`; use POST /v1/chat/completions.")
+                format!("The gateway does not serve `{path}`; use POST /v1/chat/completions or POST /v1/messages.")
             }
             Self::MethodNotAllowed { method } => {
                 format!("Method {method} is not allowed here; use POST.")
@@ -154,12 +164,18 @@ impl Refusal {
         }
     }
 
-    /// The reply in OpenAI's error shape, with the evidence id so the caller can cite it.
-    pub fn reply(&self, evidence_id: Option<&str>) -> LocalReply {
+    /// The reply in the caller's error shape, with the evidence id so the caller can cite it.
+    pub fn reply(&self, evidence_id: Option<&str>, shape: ErrorShape) -> LocalReply {
         let (status, kind, code, param) = self.parts();
-        let body = json!({
-            "error": {"message": self.message(), "type": kind, "param": param, "code": code}
-        });
+        let body = match shape {
+            ErrorShape::OpenAi => json!({
+                "error": {"message": self.message(), "type": kind, "param": param, "code": code}
+            }),
+            ErrorShape::Anthropic => json!({
+                "type": "error",
+                "error": {"type": anthropic_type(status), "message": self.message(), "code": code}
+            }),
+        };
 
         let mut headers = Vec::new();
         if let Some(id) = evidence_id {
@@ -180,9 +196,37 @@ impl Refusal {
     }
 }
 
+/// Anthropic's error `type` for a status.
+fn anthropic_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_anthropic_caller_gets_anthropic_error_shape() {
+        let refusal = Refusal::Unauthenticated {
+            result: AuthResult::UnknownKey,
+            message: "Invalid API key.",
+        };
+
+        let reply = refusal.reply(None, ErrorShape::Anthropic);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+
+        assert_eq!(reply.status, 401);
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "authentication_error");
+        assert_eq!(body["error"]["message"], "Invalid API key.");
+    }
 
     #[test]
     fn a_policy_denial_is_403_with_the_reason_in_openai_shape() {
@@ -190,7 +234,7 @@ mod tests {
             reasons: vec!["Department not authorized for this model".to_owned()],
         };
 
-        let reply = refusal.reply(Some("evt_1"));
+        let reply = refusal.reply(Some("evt_1"), ErrorShape::OpenAi);
         let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
 
         assert_eq!(reply.status, 403);
@@ -211,7 +255,7 @@ mod tests {
             message: "is required".to_owned(),
         });
 
-        let reply = refusal.reply(None);
+        let reply = refusal.reply(None, ErrorShape::OpenAi);
         let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
 
         assert_eq!(reply.status, 400);
@@ -221,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_full_evidence_backlog_asks_the_caller_to_retry() {
-        let reply = Refusal::EvidenceUnavailable.reply(None);
+        let reply = Refusal::EvidenceUnavailable.reply(None, ErrorShape::OpenAi);
 
         assert_eq!(reply.status, 503);
         assert!(reply.headers.iter().any(|(name, _)| name == "retry-after"));

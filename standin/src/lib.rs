@@ -13,7 +13,7 @@
 //! ## Running
 //!
 //! ```text
-//! provider-standin --listen 127.0.0.1:PORT [--expect-api-key KEY]
+//! provider-standin --listen 127.0.0.1:PORT [--expect-api-key KEY]...
 //! ```
 //!
 //! It prints `provider stand-in listening on ADDR` on stdout once the port is bound (port 0
@@ -161,8 +161,9 @@ pub fn redact_secret(secret: &str) -> String {
 /// What the stand-in is told at start.
 #[derive(Default)]
 pub struct StandinConfig {
-    /// The key that every provider call must carry; `None` accepts any key or none.
-    pub expected_api_key: Option<ExpectedApiKey>,
+    /// The keys that provider calls may carry (one each for OpenAI and Anthropic, say);
+    /// empty accepts any key or none.
+    pub expected_api_keys: Vec<ExpectedApiKey>,
 }
 
 /// The state that every handler shares: the configuration, the request log, the id counter.
@@ -172,7 +173,7 @@ pub struct AppState {
 }
 
 struct Shared {
-    expected_api_key: Option<ExpectedApiKey>,
+    expected_api_keys: Vec<ExpectedApiKey>,
     requests: RequestLog,
     /// Start time in seconds, so that ids differ between runs of the stand-in.
     boot_stamp: u64,
@@ -184,7 +185,7 @@ impl AppState {
     pub fn new(config: StandinConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
-                expected_api_key: config.expected_api_key,
+                expected_api_keys: config.expected_api_keys,
                 requests: RequestLog::default(),
                 boot_stamp: unix_now(),
                 next_sequence: AtomicU64::new(1),
@@ -295,10 +296,9 @@ fn admit(
     presented_key: Option<&str>,
 ) -> Result<Scenario, StandinError> {
     let scenario = Scenario::from_headers(headers)?;
-    if let Some(expected) = &state.shared.expected_api_key {
-        if !expected.matches(presented_key) {
-            return Err(StandinError::InvalidApiKey);
-        }
+    let expected = &state.shared.expected_api_keys;
+    if !expected.is_empty() && !expected.iter().any(|key| key.matches(presented_key)) {
+        return Err(StandinError::InvalidApiKey);
     }
     Ok(scenario)
 }

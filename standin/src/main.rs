@@ -18,10 +18,10 @@ struct Cli {
     #[arg(long)]
     listen: SocketAddr,
 
-    /// Refuse provider calls that do not carry this key (Authorization: Bearer for OpenAI,
-    /// x-api-key for Anthropic).
+    /// Refuse provider calls that do not carry one of these keys (Authorization: Bearer
+    /// for OpenAI, x-api-key for Anthropic); repeat for each provider's key.
     #[arg(long, env = "PROVIDER_STANDIN_EXPECT_API_KEY", hide_env_values = true)]
-    expect_api_key: Option<String>,
+    expect_api_key: Vec<String>,
 }
 
 #[tokio::main]
@@ -46,9 +46,16 @@ async fn serve(cli: Cli) -> std::io::Result<()> {
     let listener = TcpListener::bind(cli.listen).await?;
     let address = listener.local_addr()?;
 
-    let expected_api_key = cli.expect_api_key.map(ExpectedApiKey::new);
-    let expected_redacted = expected_api_key.as_ref().map(ExpectedApiKey::redacted);
-    let state = AppState::new(StandinConfig { expected_api_key });
+    let expected_api_keys: Vec<ExpectedApiKey> = cli
+        .expect_api_key
+        .into_iter()
+        .map(ExpectedApiKey::new)
+        .collect();
+    let expected_redacted: Vec<String> = expected_api_keys
+        .iter()
+        .map(ExpectedApiKey::redacted)
+        .collect();
+    let state = AppState::new(StandinConfig { expected_api_keys });
 
     // Tests and scripts wait for this line: it is printed only once the port accepts.
     let mut stdout = std::io::stdout();
@@ -56,7 +63,10 @@ async fn serve(cli: Cli) -> std::io::Result<()> {
     stdout.flush()?;
     tracing::info!(
         listen.address = %address,
-        api_key.expected = expected_redacted.as_deref().unwrap_or("any"),
+        api_key.expected = match expected_redacted.is_empty() {
+            true => "any".to_owned(),
+            false => expected_redacted.join(","),
+        },
         "provider stand-in listening"
     );
 

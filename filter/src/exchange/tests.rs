@@ -7,6 +7,8 @@ use time::macros::datetime;
 
 const NOW: OffsetDateTime = datetime!(2026-12-03 10:30:00.250 UTC);
 const FINANCE_KEY: &[u8] = b"mj-finance-test-key";
+const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+const MESSAGES: &str = "/v1/messages";
 
 fn head(headers: Vec<(String, Vec<u8>)>, end_of_stream: bool) -> RequestHead {
     RequestHead {
@@ -627,4 +629,136 @@ fn assert_same_shape(documented: &Value, built: &Value, at: &str) {
             "type of {at}: documented {d}, built {c}"
         ),
     }
+}
+
+/// The sample gateway with Anthropic configured too, and a key for engineering (which may
+/// use claude-3-sonnet).
+fn anthropic_exchange() -> Exchange {
+    let mut json = crate::config::tests::sample_json();
+    json["providers"]["anthropic"] = serde_json::json!({"api_key_env": "ANTHROPIC_API_KEY"});
+    let env = |name: &str| match name {
+        "ANTHROPIC_API_KEY" => Some("sk-ant-provider-secret".to_owned()),
+        other => crate::config::tests::env(other),
+    };
+    let config = crate::config::PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+    Exchange::new(Rc::new(Gateway::new(config, env).unwrap()))
+}
+
+fn anthropic_headers(key: &[u8], version: bool) -> Vec<(String, Vec<u8>)> {
+    let mut headers = vec![
+        (":method".to_owned(), b"POST".to_vec()),
+        (":path".to_owned(), MESSAGES.as_bytes().to_vec()),
+        ("x-request-id".to_owned(), b"req-ant".to_vec()),
+        ("x-api-key".to_owned(), key.to_vec()),
+    ];
+    if version {
+        headers.push(("anthropic-version".to_owned(), b"2023-06-01".to_vec()));
+    }
+    headers
+}
+
+#[test]
+fn an_anthropic_call_goes_on_with_the_providers_key_in_x_api_key_and_is_recorded() {
+    let mut exchange = anthropic_exchange();
+
+    let (edits, step) = exchange.on_request_headers(
+        &head(anthropic_headers(FINANCE_KEY, true), false),
+        false,
+        NOW,
+    );
+    assert_eq!(step, RequestStep::WaitForBody);
+    assert!(edits.remove.contains(&"x-api-key".to_owned()));
+    assert!(edits
+        .set
+        .contains(&("x-api-key".to_owned(), "sk-ant-provider-secret".to_owned())));
+    assert!(!edits.set.iter().any(|(name, _)| name == "authorization"));
+
+    // Finance may not use Claude: the department policy denies, in Anthropic's shape.
+    let body = serde_json::json!({"model": "claude-3-sonnet", "max_tokens": 10,
+                                  "messages": [{"role": "user", "content": "Hello"}]});
+    let step = exchange.on_request_body(body.to_string().as_bytes(), NOW);
+
+    let RequestStep::Reply(reply) = step else {
+        panic!("expected a denial, got {step:?}");
+    };
+    let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(answer["type"], "error");
+    assert_eq!(answer["error"]["type"], "permission_error");
+    let record = verified(&mut exchange);
+    assert_eq!(record["provider"], "anthropic");
+    assert_eq!(record["model"], "claude-3-sonnet");
+}
+
+#[test]
+fn an_anthropic_answer_gives_usage_and_text_to_the_evidence() {
+    let mut exchange = anthropic_exchange();
+    exchange.on_request_headers(
+        &head(anthropic_headers(FINANCE_KEY, true), false),
+        false,
+        NOW,
+    );
+    let body = serde_json::json!({"model": "gpt-4", "max_tokens": 10,
+                                  "messages": [{"role": "user", "content": "Hello"}]});
+    assert!(matches!(
+        exchange.on_request_body(body.to_string().as_bytes(), NOW),
+        RequestStep::Forward(_)
+    ));
+    exchange.on_response_headers(200);
+    let answer = serde_json::json!({"id": "msg_1", "type": "message", "role": "assistant",
+        "model": "gpt-4", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1000, "output_tokens": 500}});
+
+    let step = exchange.on_response_body(answer.to_string().as_bytes(), NOW);
+
+    assert_eq!(step, ResponseStep::Continue);
+    let record = verified(&mut exchange);
+    assert_eq!(record["token_usage"]["total_tokens"], 1500);
+    assert_eq!(record["cost"], 0.06);
+}
+
+#[test]
+fn an_anthropic_call_without_its_version_header_or_with_a_bad_key_is_refused_in_its_shape() {
+    let mut missing_version = anthropic_exchange();
+    let (_, step) = missing_version.on_request_headers(
+        &head(anthropic_headers(FINANCE_KEY, false), false),
+        false,
+        NOW,
+    );
+    let mut bad_key = anthropic_exchange();
+    let (_, denied) = bad_key.on_request_headers(
+        &head(anthropic_headers(b"mj-nope", true), false),
+        false,
+        NOW,
+    );
+
+    let RequestStep::Reply(reply) = step else {
+        panic!("expected a refusal, got {step:?}");
+    };
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("anthropic-version"));
+    let RequestStep::Reply(reply) = denied else {
+        panic!("expected a refusal, got {denied:?}");
+    };
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(body["error"]["type"], "authentication_error");
+}
+
+#[test]
+fn the_messages_api_is_not_served_when_anthropic_is_not_configured() {
+    let mut exchange = exchange();
+
+    let (_, step) = exchange.on_request_headers(
+        &head(anthropic_headers(FINANCE_KEY, true), false),
+        false,
+        NOW,
+    );
+
+    assert_eq!(status_of(&step), 404);
 }

@@ -72,7 +72,7 @@ pub fn standin() -> (Router, AppState) {
 
 pub fn standin_expecting_key() -> Router {
     app(AppState::new(StandinConfig {
-        expected_api_key: Some(ExpectedApiKey::new(PROVIDER_KEY)),
+        expected_api_keys: vec![ExpectedApiKey::new(PROVIDER_KEY)],
     }))
 }
 
