@@ -212,3 +212,47 @@ def test_the_gateway_speaks_tls_1_3_only(stack: Stack):
         with socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=5) as raw:
             with context.wrap_socket(raw, server_hostname="localhost"):
                 pass
+
+
+def test_an_http2_body_ended_by_trailers_is_refused_and_never_reaches_the_provider(stack: Stack):
+    """A body whose stream ends with trailers never reaches the filter's body callback with
+    its end; the filter must refuse it rather than let Envoy forward it unchecked."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    marker = "marker-for-trailers"
+    context = ssl.create_default_context(cafile=str(stack.ca_file))
+    context.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=10)
+    tls = context.wrap_socket(raw, server_hostname="localhost")
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    body = json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": marker}]})
+    connection.send_headers(1, [
+        (":method", "POST"), (":scheme", "https"), (":authority", "localhost"),
+        (":path", "/v1/chat/completions"), ("content-type", "application/json"),
+        ("authorization", f"Bearer {stack.keys['finance'].key}"),
+    ])  # fmt: skip
+    connection.send_data(1, body.encode())
+    connection.send_headers(1, [("x-trailer", "yes")], end_stream=True)
+    tls.sendall(connection.data_to_send())
+
+    status, headers, ended = None, {}, False
+    while not ended:
+        data = tls.recv(65536)
+        if not data:
+            break
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                headers = {k.decode(): v.decode() for k, v in event.headers}
+                status = int(headers[":status"])
+            if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                ended = True
+        tls.sendall(connection.data_to_send())
+    tls.close()
+
+    assert status == 400, headers
+    assert not any(marker in request["body"] for request in stack.provider_requests())
+    record = recorded_once(stack, Reply(status, headers, b""))
+    assert record["decision"] == "invalid"

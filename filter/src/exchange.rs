@@ -95,7 +95,16 @@ impl Api {
 const ANTHROPIC_VERSION_HEADER: &str = "anthropic-version";
 
 /// Request headers the gateway removes before anything else reads them: the caller's
-/// credentials (replaced by the provider's) and any identity header a caller might forge.
+/// credentials (replaced by the provider's), and the provider account headers, since the
+/// gateway's key decides which organisation and project are billed, not the caller.
+const REMOVED_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-api-key",
+    "openai-organization",
+    "openai-project",
+];
+
+/// And any identity header a caller might forge.
 const STRIPPED_PREFIX: &str = "x-mercator-";
 
 /// Headers through which the gateway, and only the gateway, tells the provider and Envoy's
@@ -185,6 +194,8 @@ pub struct Exchange {
     model: Option<String>,
     request: Option<ExchangeEvidence>,
     response_status: Option<u16>,
+    /// The answer's content coding when it is not `identity`: such an answer cannot be read.
+    response_encoding: Option<String>,
     policy: Option<PolicyOutcome>,
     /// The request-phase policy input, kept for the response phase.
     policy_input: Option<Value>,
@@ -220,6 +231,7 @@ impl Exchange {
             model: None,
             request: None,
             response_status: None,
+            response_encoding: None,
             policy: None,
             policy_input: None,
             obligations: None,
@@ -241,8 +253,9 @@ impl Exchange {
     ) -> (HeaderEdits, RequestStep) {
         let headers = head.headers.as_slice();
         let mut edits = HeaderEdits::default();
-        edits.remove.push("authorization".to_owned());
-        edits.remove.push("x-api-key".to_owned());
+        edits
+            .remove
+            .extend(REMOVED_HEADERS.iter().map(|name| (*name).to_owned()));
         for (name, _) in headers {
             if name.starts_with(STRIPPED_PREFIX) && !edits.remove.contains(name) {
                 edits.remove.push(name.clone());
@@ -355,6 +368,11 @@ impl Exchange {
         }
 
         edits.set.push(api.provider_key_header(provider_key));
+        // A compressed answer could not be checked: ask for it plain. Envoy may compress it
+        // again towards the caller, after the filter.
+        edits
+            .set
+            .push(("accept-encoding".to_owned(), "identity".to_owned()));
         if let Some(identity) = &self.identity {
             edits
                 .set
@@ -364,6 +382,32 @@ impl Exchange {
         }
         self.phase = Phase::AwaitingBody;
         (edits, RequestStep::WaitForBody)
+    }
+
+    /// Trailers ended the request while its body was held. The governed APIs have no
+    /// request trailers, and a body ended by trailers never reaches the body callback with
+    /// its end: refuse it rather than let Envoy send on a request nobody checked.
+    pub fn on_request_trailers(&mut self, now: OffsetDateTime) -> RequestStep {
+        if self.phase != Phase::AwaitingBody {
+            return RequestStep::Forward(Rewrite::default());
+        }
+        let refusal = Refusal::InvalidRequest(RequestError::Unsupported {
+            field: "trailers".to_owned(),
+            message: "requests with trailers are not accepted".to_owned(),
+        });
+        self.refuse(Decision::Invalid, &refusal, None, now)
+    }
+
+    /// Trailers ended the provider's answer while it was held: for the same reason, the
+    /// answer is refused rather than passed on unchecked.
+    pub fn on_response_trailers(&mut self, now: OffsetDateTime) -> ResponseStep {
+        if self.phase != Phase::Forwarded {
+            return ResponseStep::Continue;
+        }
+        let refusal = Refusal::BadProviderResponse {
+            detail: "it ends with trailers, which the gateway does not accept".to_owned(),
+        };
+        response_step(self.refuse(Decision::Error, &refusal, None, now))
     }
 
     /// The request body grew past the limit before it was complete.
@@ -494,12 +538,16 @@ impl Exchange {
         }
     }
 
-    /// The provider's response headers have arrived.
-    pub fn on_response_headers(&mut self, status: u16) -> ResponseStep {
+    /// The provider's response headers have arrived, with its `content-encoding`, if any.
+    pub fn on_response_headers(&mut self, status: u16, encoding: Option<&str>) -> ResponseStep {
         if self.phase != Phase::Forwarded {
             return ResponseStep::Continue;
         }
         self.response_status = Some(status);
+        self.response_encoding = encoding
+            .map(str::trim)
+            .filter(|encoding| !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity"))
+            .map(str::to_owned);
         let id = (crate::EVIDENCE_ID_HEADER.to_owned(), self.event_id.clone());
         ResponseStep::WaitForBody(vec![id])
     }
@@ -529,9 +577,10 @@ impl Exchange {
             // The provider refused or failed; its answer goes to the caller as it is.
             return self.finish_forwarded(provider_answer, now);
         }
-        let parsed = match self.api {
-            Some(api) => api.parse_response(body),
-            None => Err(ResponseError::NotJson),
+        let parsed = match (self.api, &self.response_encoding) {
+            (_, Some(encoding)) => Err(ResponseError::Encoded(encoding.clone())),
+            (Some(api), None) => api.parse_response(body),
+            (None, None) => Err(ResponseError::NotJson),
         };
         let answer = match parsed {
             Ok(answer) => answer,

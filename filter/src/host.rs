@@ -457,7 +457,16 @@ impl HttpContext for GatewayHttp {
             .and_then(|v| v.parse::<u16>().ok())
             .unwrap_or(0);
 
-        match self.exchange.on_response_headers(status) {
+        let encoding =
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-encoding")
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+
+        match self
+            .exchange
+            .on_response_headers(status, encoding.as_deref())
+        {
             ResponseStep::Continue => Action::Continue,
             ResponseStep::Reply(reply) => self.send(&reply),
             ResponseStep::WaitForBody(added) => {
@@ -492,6 +501,25 @@ impl HttpContext for GatewayHttp {
             .flatten()
             .unwrap_or_default();
         self.finish_response(&body)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.exchange.on_request_trailers(now()) {
+            RequestStep::Reply(reply) => self.send(&reply),
+            RequestStep::WaitForBody => Action::Pause,
+            RequestStep::Forward(_) => Action::Continue,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if !self.response_held {
+            return Action::Continue;
+        }
+        self.response_held = false;
+        match self.exchange.on_response_trailers(now()) {
+            ResponseStep::Reply(reply) => self.send(&reply),
+            ResponseStep::Continue | ResponseStep::WaitForBody(_) => Action::Continue,
+        }
     }
 
     fn on_log(&mut self) {

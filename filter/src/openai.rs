@@ -362,6 +362,9 @@ pub enum ResponseError {
     /// A field the gateway needs is missing or wrong.
     #[error("the provider's answer has an invalid `{0}`")]
     Field(&'static str),
+    /// The answer is compressed although the gateway asked for `identity`.
+    #[error("the provider's answer is compressed (`{0}`) although the gateway asked for identity encoding")]
+    Encoded(String),
 }
 
 /// What the gateway reads from a successful chat completion.

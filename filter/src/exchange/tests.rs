@@ -92,6 +92,7 @@ fn an_allowed_call_is_forwarded_with_the_provider_key_and_recorded_with_usage_an
         edits.set,
         vec![
             set("authorization", "Bearer sk-provider-secret"),
+            set("accept-encoding", "identity"),
             set("x-mercator-user-id", "alice"),
             set("x-mercator-auth-method", "api_key"),
         ]
@@ -106,7 +107,7 @@ fn an_allowed_call_is_forwarded_with_the_provider_key_and_recorded_with_usage_an
         "nothing is recorded before the answer"
     );
 
-    let step = exchange.on_response_headers(200);
+    let step = exchange.on_response_headers(200, None);
     assert!(
         matches!(step, ResponseStep::WaitForBody(ref added) if added[0].0 == "x-mercator-evidence-id")
     );
@@ -245,7 +246,7 @@ fn a_malformed_provider_answer_becomes_502_and_is_recorded_as_an_error() {
         NOW,
     );
     exchange.on_request_body(&chat("gpt-4"), NOW);
-    exchange.on_response_headers(200);
+    exchange.on_response_headers(200, None);
 
     let step = exchange.on_response_body(b"<html>oops", NOW);
 
@@ -264,7 +265,7 @@ fn a_provider_error_passes_through_and_is_recorded() {
         NOW,
     );
     exchange.on_request_body(&chat("gpt-4"), NOW);
-    exchange.on_response_headers(429);
+    exchange.on_response_headers(429, None);
 
     let step = exchange.on_response_body(br#"{"error": {"message": "slow down"}}"#, NOW);
 
@@ -298,7 +299,10 @@ fn a_local_reply_passing_back_through_the_filter_is_left_alone() {
     exchange.on_request_headers(&head(headers(CHAT_COMPLETIONS, None), false), false, NOW);
     exchange.take_evidence();
 
-    assert_eq!(exchange.on_response_headers(401), ResponseStep::Continue);
+    assert_eq!(
+        exchange.on_response_headers(401, None),
+        ResponseStep::Continue
+    );
     assert_eq!(
         exchange.on_response_body(b"{}", NOW),
         ResponseStep::Continue
@@ -415,7 +419,7 @@ fn a_mapped_client_certificate_shows_in_the_policy_input_and_the_evidence() {
         exchange.on_request_body(&chat("gpt-4"), NOW),
         RequestStep::Forward(Rewrite::default())
     );
-    exchange.on_response_headers(200);
+    exchange.on_response_headers(200, None);
     exchange.on_response_body(&answer(), NOW);
     let record = verified(&mut exchange);
     assert_eq!(record["user_id"], "billing-svc");
@@ -477,7 +481,7 @@ fn obligations_rewrite_the_forwarded_body_and_are_recorded_with_the_original_dig
         [("x-cost-centre".to_owned(), "finance".to_owned())]
     );
 
-    exchange.on_response_headers(200);
+    exchange.on_response_headers(200, None);
     exchange.on_response_body(&answer(), NOW);
     let record = verified(&mut exchange);
     assert_eq!(record["obligations"]["max_tokens"], 64);
@@ -529,7 +533,7 @@ response_deny contains {"code": "greeting", "message": "no greetings"} if {
         exchange.on_request_body(&chat("gpt-4"), NOW),
         RequestStep::Forward(_)
     ));
-    exchange.on_response_headers(200);
+    exchange.on_response_headers(200, None);
 
     let step = exchange.on_response_body(&answer(), NOW);
 
@@ -704,7 +708,7 @@ fn an_anthropic_answer_gives_usage_and_text_to_the_evidence() {
         exchange.on_request_body(body.to_string().as_bytes(), NOW),
         RequestStep::Forward(_)
     ));
-    exchange.on_response_headers(200);
+    exchange.on_response_headers(200, None);
     let answer = serde_json::json!({"id": "msg_1", "type": "message", "role": "assistant",
         "model": "gpt-4", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
         "usage": {"input_tokens": 1000, "output_tokens": 500}});
@@ -761,4 +765,64 @@ fn the_messages_api_is_not_served_when_anthropic_is_not_configured() {
     );
 
     assert_eq!(status_of(&step), 404);
+}
+
+#[test]
+fn a_body_ended_by_trailers_is_refused_not_forwarded() {
+    let mut exchange = exchange();
+    authenticated(&mut exchange);
+
+    let step = exchange.on_request_trailers(NOW);
+
+    assert_eq!(status_of(&step), 400);
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "invalid");
+}
+
+#[test]
+fn an_answer_ended_by_trailers_is_refused() {
+    let mut exchange = exchange();
+    authenticated(&mut exchange);
+    exchange.on_request_body(&chat("gpt-4"), NOW);
+    exchange.on_response_headers(200, None);
+
+    let step = exchange.on_response_trailers(NOW);
+
+    assert!(matches!(step, ResponseStep::Reply(ref reply) if reply.status == 502));
+    assert_eq!(verified(&mut exchange)["decision"], "error");
+}
+
+#[test]
+fn a_compressed_answer_is_never_passed_on_unchecked() {
+    let mut exchange = exchange();
+    let (edits, _) = exchange.on_request_headers(
+        &head(headers(CHAT_COMPLETIONS, Some(FINANCE_KEY)), false),
+        false,
+        NOW,
+    );
+    exchange.on_request_body(&chat("gpt-4"), NOW);
+    exchange.on_response_headers(200, Some("gzip"));
+
+    let step = exchange.on_response_body(b"\x1f\x8b\x08\x00", NOW);
+
+    assert!(edits
+        .set
+        .contains(&("accept-encoding".to_owned(), "identity".to_owned())));
+    assert!(matches!(step, ResponseStep::Reply(ref reply) if reply.status == 502));
+    assert_eq!(verified(&mut exchange)["decision"], "error");
+}
+
+#[test]
+fn caller_chosen_provider_accounts_are_removed() {
+    let mut exchange = exchange();
+    let mut sent = headers(CHAT_COMPLETIONS, Some(FINANCE_KEY));
+    sent.push((
+        "openai-organization".to_owned(),
+        b"org-someone-else".to_vec(),
+    ));
+
+    let (edits, _) = exchange.on_request_headers(&head(sent, false), false, NOW);
+
+    assert!(edits.remove.contains(&"openai-organization".to_owned()));
+    assert!(edits.remove.contains(&"openai-project".to_owned()));
 }
