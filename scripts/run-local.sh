@@ -46,26 +46,38 @@ export MERCATOR_SIGNING_KEY
   --set require_client_certificate="${MERCATOR_REQUIRE_CLIENT_CERTIFICATE:-false}" \
   --set wasm_path="$PWD/$WASM"
 
+# The services run in sessions of their own (setsid), so that Ctrl-C reaches only this
+# script, which stops them in order: Envoy stops taking requests and gets time to deliver
+# the signed records it holds, then it stops, and only then the sink.
 pids=()
+envoy_pid=""
 stop() {
   trap - INT TERM EXIT
   echo
-  echo "stopping gateway, stand-in and sink"
+  echo "stopping: the gateway delivers its last evidence, then the stand-in and sink stop"
+  if [[ -n "$envoy_pid" ]]; then
+    curl -fsS -X POST "http://127.0.0.1:$ADMIN_PORT/drain_listeners" >/dev/null 2>&1 || true
+    # Records go out on the filter's timer (evidence.flush_interval_ms, 200 ms by default).
+    sleep 2
+    kill "$envoy_pid" 2>/dev/null || true
+    wait "$envoy_pid" 2>/dev/null || true
+  fi
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 
-"$BIN/evidence-sink" --listen "127.0.0.1:$SINK_PORT" --db "$DEV/evidence.sqlite" \
+setsid "$BIN/evidence-sink" --listen "127.0.0.1:$SINK_PORT" --db "$DEV/evidence.sqlite" \
   --keys "$DEV/sink-keys.json" &
 pids+=($!)
 # The stand-in expects the provider key, so a call that reaches it proves the gateway
 # swapped the caller's key for the provider's.
-"$BIN/provider-standin" --listen "127.0.0.1:$STANDIN_PORT" --expect-api-key "$OPENAI_API_KEY" \
+setsid "$BIN/provider-standin" --listen "127.0.0.1:$STANDIN_PORT" --expect-api-key "$OPENAI_API_KEY" \
   --expect-api-key "$ANTHROPIC_API_KEY" &
 pids+=($!)
-.venv/bin/envoy -c "$DEV/envoy.yaml" --use-dynamic-base-id --log-level warn \
+setsid .venv/bin/envoy -c "$DEV/envoy.yaml" --use-dynamic-base-id --log-level warn \
   --component-log-level wasm:info &
+envoy_pid=$!
 pids+=($!)
 
 for _ in $(seq 1 100); do
