@@ -24,6 +24,7 @@ pub mod identity;
 pub mod openai;
 pub mod policy;
 pub mod reply;
+pub mod sse;
 
 // The proxy-wasm entry points are `extern "C"` and `#[no_mangle]`, which count as unsafe.
 #[cfg(target_arch = "wasm32")]
