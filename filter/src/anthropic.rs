@@ -10,8 +10,8 @@ use mercator_evidence::TokenUsage;
 use serde_json::{Map, Value};
 
 use crate::openai::{
-    field_error, optional_count, parse_strict_json, ChatRequest, ChatResponse, ChoiceFacts,
-    MessageFacts, RequestError, ResponseError,
+    field_error, optional_bool, optional_count, parse_strict_json, ChatRequest, ChatResponse,
+    ChoiceFacts, MessageFacts, RequestError, ResponseError, ToolCallFacts,
 };
 
 /// Roles the Messages API accepts in `messages`; the system prompt is a field of its own.
@@ -39,9 +39,9 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, RequestError> 
     let mut messages = Vec::new();
     match object.get("system") {
         None | Some(Value::Null) => {}
-        Some(Value::String(text)) => messages.push(facts("system", text.clone())),
+        Some(Value::String(text)) => messages.push(facts("system", text.clone(), "system")),
         Some(Value::Array(blocks)) => {
-            messages.push(facts("system", blocks_text("system", blocks)?));
+            messages.push(facts("system", blocks_text("system", blocks)?, "system"));
         }
         Some(_) => {
             return Err(field_error(
@@ -66,17 +66,7 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, RequestError> 
         None => return Err(field_error("messages", "is required")),
     }
 
-    match object.get("stream") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            return Err(RequestError::Unsupported {
-                field: "stream".to_owned(),
-                message: "streaming answers cannot be governed yet; send `stream: false`"
-                    .to_owned(),
-            })
-        }
-        Some(_) => return Err(field_error("stream", "must be a boolean")),
-    }
+    let stream = optional_bool(&object, "stream")?.unwrap_or(false);
     let temperature = match object.get("temperature") {
         None | Some(Value::Null) => None,
         Some(Value::Number(number)) => number.as_f64(),
@@ -97,17 +87,22 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, RequestError> 
         messages,
         max_tokens: Some(max_tokens),
         temperature,
-        stream: false,
+        stream,
+        // Anthropic streams always report usage, in `message_start` and `message_delta`.
+        stream_include_usage: true,
+        n: None,
+        response_format: None,
         tools,
         body: object,
     })
 }
 
-fn facts(role: &str, text: String) -> MessageFacts {
+fn facts(role: &str, text: String, source: &str) -> MessageFacts {
     MessageFacts {
         role: role.to_owned(),
         chars: text.chars().count(),
         text,
+        source: source.to_owned(),
     }
 }
 
@@ -141,7 +136,7 @@ fn parse_message(index: usize, item: &Value) -> Result<MessageFacts, RequestErro
         }
         None => return Err(field_error(at("content"), "is required")),
     };
-    Ok(facts(&role, text))
+    Ok(facts(&role, text, &format!("messages[{index}]")))
 }
 
 /// The text of content blocks, joined by newlines: `text` blocks, the text of
@@ -164,27 +159,39 @@ fn blocks_text(at: &str, blocks: &[Value]) -> Result<String, RequestError> {
                 _ => return Err(field_error(format!("{at}.text"), "must be a string")),
             },
             "tool_use" => {
+                if !matches!(block.get("id"), Some(Value::String(_))) {
+                    return Err(field_error(format!("{at}.id"), "must be a string"));
+                }
                 match block.get("name") {
                     Some(Value::String(name)) => texts.push(name.clone()),
                     _ => return Err(field_error(format!("{at}.name"), "must be a string")),
                 }
-                if let Some(input) = block.get("input") {
-                    texts.push(input.to_string());
+                match block.get("input") {
+                    Some(input @ Value::Object(_)) => texts.push(input.to_string()),
+                    _ => return Err(field_error(format!("{at}.input"), "must be an object")),
                 }
             }
-            "tool_result" => match block.get("content") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(text)) => texts.push(text.clone()),
-                Some(Value::Array(inner)) => {
-                    texts.push(blocks_text(&format!("{at}.content"), inner)?);
+            "tool_result" => {
+                if !matches!(block.get("tool_use_id"), Some(Value::String(_))) {
+                    return Err(field_error(format!("{at}.tool_use_id"), "must be a string"));
                 }
-                Some(_) => {
-                    return Err(field_error(
-                        format!("{at}.content"),
-                        "must be a string or an array of content blocks",
-                    ))
+                match block.get("content") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(text)) => texts.push(text.clone()),
+                    Some(Value::Array(inner)) => {
+                        texts.push(blocks_text(&format!("{at}.content"), inner)?);
+                    }
+                    Some(_) => {
+                        return Err(field_error(
+                            format!("{at}.content"),
+                            "must be a string or an array of content blocks",
+                        ))
+                    }
                 }
-            },
+            }
+            "image" | "document" if !matches!(block.get("source"), Some(Value::Object(_))) => {
+                return Err(field_error(format!("{at}.source"), "must be an object"));
+            }
             _ => {}
         }
     }
@@ -213,6 +220,7 @@ pub fn parse_messages_response(body: &[u8]) -> Result<ChatResponse, ResponseErro
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
         _ => return Err(ResponseError::Field("model")),
     };
+    let mut tool_calls = Vec::new();
     let text = match object.get("content") {
         Some(Value::Array(blocks)) => {
             let mut texts = Vec::new();
@@ -220,11 +228,22 @@ pub fn parse_messages_response(body: &[u8]) -> Result<ChatResponse, ResponseErro
                 let Value::Object(block) = block else {
                     return Err(ResponseError::Field("content"));
                 };
-                if block.get("type").and_then(Value::as_str) == Some("text") {
-                    match block.get("text") {
+                match block.get("type").and_then(Value::as_str) {
+                    Some("text") => match block.get("text") {
                         Some(Value::String(text)) => texts.push(text.as_str()),
                         _ => return Err(ResponseError::Field("content.text")),
-                    }
+                    },
+                    Some("tool_use") => match (block.get("name"), block.get("input")) {
+                        (Some(Value::String(name)), Some(input)) => {
+                            tool_calls.push(ToolCallFacts {
+                                name: name.clone(),
+                                arguments: input.to_string(),
+                            })
+                        }
+                        _ => return Err(ResponseError::Field("content.tool_use")),
+                    },
+                    Some(_) => {}
+                    None => return Err(ResponseError::Field("content.type")),
                 }
             }
             texts.join("\n")
@@ -248,6 +267,7 @@ pub fn parse_messages_response(body: &[u8]) -> Result<ChatResponse, ResponseErro
             index: 0,
             finish_reason,
             text,
+            tool_calls,
         }],
         usage,
     })
@@ -255,7 +275,7 @@ pub fn parse_messages_response(body: &[u8]) -> Result<ChatResponse, ResponseErro
 
 /// Anthropic reports input and output tokens; input read from or written to the prompt
 /// cache is counted apart, and all of it is prompt.
-fn token_usage(usage: &Map<String, Value>) -> Result<TokenUsage, ResponseError> {
+pub(crate) fn token_usage(usage: &Map<String, Value>) -> Result<TokenUsage, ResponseError> {
     let count = |field: &'static str, required: bool| match usage.get(field) {
         None | Some(Value::Null) if !required => Ok(0),
         Some(value) => value.as_u64().ok_or(ResponseError::Field(field)),

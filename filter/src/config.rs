@@ -13,6 +13,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::auth::{ApiKeyHash, ApiKeyRecord, KeyRing};
+use crate::forbidden::{ForbiddenContent, ForbiddenPattern};
 use crate::identity::{Authenticator, ClientRecord, IdentityMode};
 use crate::policy::{Policy, PolicyError, PolicyModule};
 
@@ -79,25 +80,49 @@ pub struct PluginConfig {
     pub pricing: BTreeMap<String, ModelPrice>,
     /// Where and how evidence is signed and delivered.
     pub evidence: EvidenceConfig,
+    /// Patterns that no answer may match (see [`crate::forbidden`]).
+    #[serde(default)]
+    pub forbidden_content: Vec<ForbiddenPattern>,
 }
 
 fn default_gateway_id() -> String {
     "mercator".to_owned()
 }
 
-/// Size limits, in bytes.
+/// Limits on what callers may send and on what the gateway reads. Each has a default; a
+/// request over a limit is refused (400, or 413 for sizes) with the field named.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Largest request body accepted; larger ones get 413.
+    /// Largest request body accepted, in bytes; larger ones get 413.
     #[serde(default = "default_max_request_body")]
     pub max_request_body_bytes: usize,
-    /// Largest provider answer the gateway reads; a larger one fails closed with 502.
+    /// Largest provider answer the gateway reads, in bytes; a larger one fails closed with
+    /// 502 (a stream is stopped with an error event).
     #[serde(default = "default_max_response_body")]
     pub max_response_body_bytes: usize,
     /// Longest one policy evaluation may run; a longer one is stopped and denies.
     #[serde(default = "default_policy_evaluation_ms")]
     pub policy_evaluation_ms: u64,
+    /// Most messages in one request (Anthropic's `system` counts as one); more get 400.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// Most characters of text in one message (text parts, tool calls and tool results;
+    /// images are bounded by the body size only); more get 413.
+    #[serde(default = "default_max_message_chars")]
+    pub max_message_chars: usize,
+    /// Most characters of text in all messages together; more get 413.
+    #[serde(default = "default_max_prompt_chars")]
+    pub max_prompt_chars: usize,
+    /// Highest `max_tokens` (or `max_completion_tokens`) a caller may ask for; higher gets
+    /// 400. None: no ceiling (a policy obligation can still cap it).
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// The models each provider may be asked for, by provider name; a name may end in `*`
+    /// to take every model that starts with it (`gpt-4o*`). A provider not listed takes any
+    /// model; another model gets 400.
+    #[serde(default)]
+    pub allowed_models: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Limits {
@@ -106,8 +131,25 @@ impl Default for Limits {
             max_request_body_bytes: default_max_request_body(),
             max_response_body_bytes: default_max_response_body(),
             policy_evaluation_ms: default_policy_evaluation_ms(),
+            max_messages: default_max_messages(),
+            max_message_chars: default_max_message_chars(),
+            max_prompt_chars: default_max_prompt_chars(),
+            max_tokens: None,
+            allowed_models: BTreeMap::new(),
         }
     }
+}
+
+fn default_max_messages() -> usize {
+    1000
+}
+
+fn default_max_message_chars() -> usize {
+    256 * 1024
+}
+
+fn default_max_prompt_chars() -> usize {
+    1024 * 1024
 }
 
 fn default_max_request_body() -> usize {
@@ -298,6 +340,8 @@ impl PluginConfig {
         if self.providers.is_empty() {
             return Err(invalid("providers", "at least one provider is needed"));
         }
+        self.check_limits()?;
+        self.forbidden_content()?;
         for (model, price) in &self.pricing {
             let finite =
                 price.input_per_million.is_finite() && price.output_per_million.is_finite();
@@ -327,6 +371,54 @@ impl PluginConfig {
         let limit = std::time::Duration::from_millis(self.limits.policy_evaluation_ms);
         let policy = Policy::compile(&self.policies.modules, limit)?;
         Ok((authenticator, policy))
+    }
+
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        for (field, value) in [
+            (
+                "limits.max_response_body_bytes",
+                limits.max_response_body_bytes,
+            ),
+            ("limits.max_messages", limits.max_messages),
+            ("limits.max_message_chars", limits.max_message_chars),
+            ("limits.max_prompt_chars", limits.max_prompt_chars),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if limits.max_tokens == Some(0) {
+            return Err(invalid("limits.max_tokens", "must be at least 1"));
+        }
+        for (provider, models) in &limits.allowed_models {
+            let field = format!("limits.allowed_models.{provider}");
+            if !self.providers.contains_key(provider) {
+                return Err(invalid(field, "names no configured provider"));
+            }
+            if models.is_empty() {
+                return Err(invalid(
+                    field,
+                    "is empty, which would refuse every call; remove it to allow any model",
+                ));
+            }
+            if models
+                .iter()
+                .any(|model| model.trim().is_empty() || model == "*")
+            {
+                return Err(invalid(
+                    field,
+                    "holds an empty name or a bare `*`; remove the entry to allow any model",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The compiled forbidden-content patterns.
+    pub fn forbidden_content(&self) -> Result<ForbiddenContent, ConfigError> {
+        ForbiddenContent::compile(&self.forbidden_content)
+            .map_err(|error| invalid(error.field, error.reason))
     }
 
     fn clients(&self) -> Result<Vec<ClientRecord>, ConfigError> {
@@ -423,6 +515,8 @@ pub struct Gateway {
     pub signing_key: SigningKey,
     /// Provider name to the provider's API key.
     pub provider_keys: BTreeMap<String, String>,
+    /// The compiled forbidden-content patterns.
+    pub forbidden: ForbiddenContent,
 }
 
 impl Gateway {
@@ -451,12 +545,14 @@ impl Gateway {
             provider_keys.insert(name.clone(), key);
         }
 
+        let forbidden = config.forbidden_content()?;
         Ok(Self {
             config,
             auth,
             policy,
             signing_key,
             provider_keys,
+            forbidden,
         })
     }
 }
@@ -595,6 +691,55 @@ pub(crate) mod tests {
             .unwrap()
             .to_string()
             .contains("pricing.gpt-4"));
+    }
+
+    #[test]
+    fn bad_limits_and_patterns_are_named() {
+        let cases = [
+            (
+                serde_json::json!({"limits": {"max_messages": 0}}),
+                "limits.max_messages",
+            ),
+            (
+                serde_json::json!({"limits": {"max_tokens": 0}}),
+                "limits.max_tokens",
+            ),
+            (
+                serde_json::json!({"limits": {"allowed_models": {"mistral": ["m"]}}}),
+                "limits.allowed_models.mistral",
+            ),
+            (
+                serde_json::json!({"limits": {"allowed_models": {"openai": []}}}),
+                "limits.allowed_models.openai",
+            ),
+            (
+                serde_json::json!({"forbidden_content": [{"name": "x", "pattern": "("}]}),
+                "forbidden_content[0].pattern",
+            ),
+        ];
+        for (extra, field) in cases {
+            let mut json = sample_json();
+            for (key, value) in extra.as_object().unwrap() {
+                json[key] = value.clone();
+            }
+            let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+            let error = config.check().err().unwrap();
+
+            assert!(error.to_string().contains(field), "{field}: {error}");
+        }
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_unknown_fields() {
+        let config = PluginConfig::from_json(sample_json().to_string().as_bytes()).unwrap();
+        assert_eq!(config.limits.max_messages, 1000);
+        assert_eq!(config.limits.max_tokens, None);
+
+        let mut json = sample_json();
+        json["limits"] = serde_json::json!({"max_mesages": 5});
+        let error = PluginConfig::from_json(json.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("max_mesages"), "{error}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::openai::{
 };
 use crate::policy::{Obligations, PolicyOutcome};
 use crate::reply::{ErrorShape, LocalReply, Refusal};
+use crate::stream::{StreamEnd, StreamFault, StreamFollower, StreamFormat};
 
 /// The APIs the gateway governs, each with its path, provider and wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,13 @@ impl Api {
         match self {
             Self::OpenAiChat => "openai.chat_completions",
             Self::AnthropicMessages => "anthropic.messages",
+        }
+    }
+
+    fn stream_format(self) -> StreamFormat {
+        match self {
+            Self::OpenAiChat => StreamFormat::OpenAi,
+            Self::AnthropicMessages => StreamFormat::Anthropic,
         }
     }
 
@@ -163,8 +171,20 @@ pub enum ResponseStep {
     Continue,
     /// Hold the response until its body is complete (headers edited as given).
     WaitForBody(Vec<(String, String)>),
+    /// A streamed answer: set these headers, drop `content-length` (the body will change),
+    /// let the headers go, and hand each body chunk to [`Exchange::on_response_chunk`].
+    Stream(Vec<(String, String)>),
     /// Replace the provider's answer with this one.
     Reply(LocalReply),
+}
+
+/// What the host sends on in place of one chunk of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// The chunk, unchanged.
+    Pass,
+    /// These bytes instead (possibly none).
+    Replace(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +217,12 @@ pub struct Exchange {
     /// The answer's content coding when it is not `identity`: such an answer cannot be read.
     response_encoding: Option<String>,
     policy: Option<PolicyOutcome>,
+    /// The client asked for a stream.
+    stream_requested: bool,
+    /// The gateway asked OpenAI for stream usage the client did not ask for: hide it.
+    hide_usage_chunk: bool,
+    /// Follows a streamed answer, from its headers to its end.
+    follower: Option<StreamFollower>,
     /// The request-phase policy input, kept for the response phase.
     policy_input: Option<Value>,
     obligations: Option<AppliedObligations>,
@@ -233,6 +259,9 @@ impl Exchange {
             response_status: None,
             response_encoding: None,
             policy: None,
+            stream_requested: false,
+            hide_usage_chunk: false,
+            follower: None,
             policy_input: None,
             obligations: None,
             token_usage: None,
@@ -404,6 +433,14 @@ impl Exchange {
         if self.phase != Phase::Forwarded {
             return ResponseStep::Continue;
         }
+        if let Some(follower) = self.follower.as_mut() {
+            // A stream's chunks have gone on already; its end comes with the trailers,
+            // where the body can no longer change, so a held closing event is lost.
+            let end = follower.finish();
+            self.log_line.push_str(" stream.trailers=true");
+            self.end_stream(end, now);
+            return ResponseStep::Continue;
+        }
         let refusal = Refusal::BadProviderResponse {
             detail: "it ends with trailers, which the gateway does not accept".to_owned(),
         };
@@ -443,6 +480,14 @@ impl Exchange {
             }
         };
         self.model = Some(chat.model.clone());
+        self.stream_requested = chat.stream;
+
+        let provider = self.provider.clone().unwrap_or_default();
+        if let Err(violation) =
+            crate::limits::check_request(&chat, &provider, &self.gateway.config.limits)
+        {
+            return self.refuse(Decision::Invalid, &Refusal::OverLimit(violation), None, now);
+        }
 
         let input = self.policy_input(&chat, now);
         let outcome = self.gateway.policy.evaluate(&input);
@@ -462,7 +507,21 @@ impl Exchange {
             self.policy_input = Some(input);
         }
 
-        let rewrite = self.apply_obligations(chat, &obligations, body, mode);
+        let ask_for_usage =
+            chat.stream && !chat.stream_include_usage && self.api == Some(Api::OpenAiChat);
+        let mut rewrite = self.apply_obligations(chat, &obligations, body, mode);
+        if ask_for_usage {
+            // Token usage of an OpenAI stream comes only when asked for; the client did
+            // not ask, so the gateway does and hides the answer from the client. The
+            // record's `request` stays the body before this addition.
+            match with_stream_usage(rewrite.body.as_deref().unwrap_or(body)) {
+                Some(forwarded) => {
+                    rewrite.body = Some(forwarded);
+                    self.hide_usage_chunk = true;
+                }
+                None => return self.on_rewrite_failed(now),
+            }
+        }
         self.decision = Decision::Allow;
         self.phase = Phase::Forwarded;
         RequestStep::Forward(rewrite)
@@ -538,8 +597,15 @@ impl Exchange {
         }
     }
 
-    /// The provider's response headers have arrived, with its `content-encoding`, if any.
-    pub fn on_response_headers(&mut self, status: u16, encoding: Option<&str>) -> ResponseStep {
+    /// The provider's response headers have arrived, with its `content-encoding` and
+    /// `content-type`, if any.
+    pub fn on_response_headers(
+        &mut self,
+        status: u16,
+        encoding: Option<&str>,
+        content_type: Option<&str>,
+        now: OffsetDateTime,
+    ) -> ResponseStep {
         if self.phase != Phase::Forwarded {
             return ResponseStep::Continue;
         }
@@ -549,7 +615,190 @@ impl Exchange {
             .filter(|encoding| !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity"))
             .map(str::to_owned);
         let id = (crate::EVIDENCE_ID_HEADER.to_owned(), self.event_id.clone());
+
+        let event_stream = content_type.is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("text/event-stream"))
+        });
+        let streamed = self.stream_requested && (200..300).contains(&status) && event_stream;
+        if let (true, Some(api)) = (streamed, self.api) {
+            if let Some(encoding) = self.response_encoding.clone() {
+                // A compressed stream cannot be read as it passes: refused before any of it.
+                let refusal = Refusal::BadProviderResponse {
+                    detail: ResponseError::Encoded(encoding).to_string(),
+                };
+                return response_step(self.refuse(Decision::Error, &refusal, None, now));
+            }
+            let limit = self.gateway.config.limits.max_response_body_bytes;
+            self.follower = Some(StreamFollower::new(
+                api.stream_format(),
+                self.hide_usage_chunk,
+                limit,
+            ));
+            return ResponseStep::Stream(vec![id]);
+        }
         ResponseStep::WaitForBody(vec![id])
+    }
+
+    /// One chunk of a streamed answer (after [`ResponseStep::Stream`]); `end_of_stream` on
+    /// the last. Says what the client gets in its place; once the stream has ended or
+    /// been stopped, the record is ready for [`Exchange::take_evidence`].
+    pub fn on_response_chunk(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        now: OffsetDateTime,
+    ) -> ChunkStep {
+        if self.follower.is_none() {
+            return ChunkStep::Pass;
+        }
+        if self.phase != Phase::Forwarded {
+            // Stopped earlier: nothing more reaches the client.
+            return ChunkStep::Replace(Vec::new());
+        }
+        let forbidden = &self.gateway.forbidden;
+        let Some(follower) = self.follower.as_mut() else {
+            return ChunkStep::Pass;
+        };
+        let fed = follower.feed(chunk, end_of_stream, forbidden);
+        let mut out = fed.forward;
+        if let Some(fault) = fed.fault {
+            out.extend(self.stop_stream(fault, now));
+            return ChunkStep::Replace(out);
+        }
+        if end_of_stream {
+            let end = follower.finish();
+            out.extend(self.end_stream(end, now));
+        }
+        if out == chunk {
+            ChunkStep::Pass
+        } else {
+            ChunkStep::Replace(out)
+        }
+    }
+
+    /// Stops a stream at a fault: the error event that ends what the client gets, and the
+    /// record with the answer so far.
+    fn stop_stream(&mut self, fault: StreamFault, now: OffsetDateTime) -> Vec<u8> {
+        let (decision, refusal) = match fault {
+            StreamFault::Malformed(error) => (
+                Decision::Error,
+                Refusal::BadProviderResponse {
+                    detail: error.to_string(),
+                },
+            ),
+            StreamFault::TooLarge(limit) => (
+                Decision::Error,
+                Refusal::BadProviderResponse {
+                    detail: format!("it is larger than {limit} bytes"),
+                },
+            ),
+            StreamFault::Forbidden(name) => {
+                self.record_forbidden(&name);
+                (Decision::Deny, Refusal::ForbiddenContent { name })
+            }
+        };
+        self.log_line
+            .push_str(&format!(" stream.stopped={}", refusal.evidence().code));
+        self.seal_stream(decision, Some(refusal.evidence()), now);
+        refusal.stream_event(self.shape)
+    }
+
+    /// The stream's body has ended: response policies decide on the whole answer, and the
+    /// held closing event goes on, or an error event in its place.
+    fn end_stream(&mut self, end: StreamEnd, now: OffsetDateTime) -> Vec<u8> {
+        if let Some(fault) = end.fault {
+            return self.stop_stream(fault, now);
+        }
+        let provider_error = self
+            .follower
+            .as_ref()
+            .and_then(|follower| follower.provider_error().map(str::to_owned));
+        if let Some(kind) = provider_error {
+            // The provider ended its own stream with an error event, which the client has.
+            let error = GatewayError {
+                status: self.response_status.unwrap_or(0),
+                code: "provider_stream_error".to_owned(),
+                message: format!("the provider ended the stream with an error event ({kind})"),
+            };
+            self.seal_stream(Decision::Allow, Some(error), now);
+            return end.closing;
+        }
+        if !end.complete {
+            let detail = match end.unfinished_bytes {
+                0 => "its body ended without the closing event".to_owned(),
+                bytes => format!(
+                    "its body ended in the middle of an event ({bytes} bytes of it were dropped)"
+                ),
+            };
+            let refusal = Refusal::IncompleteStream { detail };
+            self.log_line.push_str(" stream.incomplete=true");
+            self.seal_stream(Decision::Allow, Some(refusal.evidence()), now);
+            return refusal.stream_event(self.shape);
+        }
+
+        if let (Some(mut input), Some(follower)) = (self.policy_input.take(), &self.follower) {
+            let answer = follower.answer();
+            let status = self.response_status.unwrap_or(0);
+            if let Value::Object(document) = &mut input {
+                document.insert("phase".to_owned(), json!("response"));
+                document.insert("response".to_owned(), response_input(status, &answer));
+            }
+            let outcome = self.gateway.policy.evaluate_response(&input);
+            let allowed = outcome.allowed;
+            let reasons = outcome.deny_reasons();
+            if let Some(policy) = &mut self.policy {
+                policy.decisions.extend(outcome.decisions);
+            }
+            if !allowed {
+                // The text has reached the client already; the stream ends with an error
+                // in place of its closing event, so the client's SDK raises it.
+                let refusal = Refusal::ResponseDenied { reasons };
+                self.seal_stream(Decision::Deny, Some(refusal.evidence()), now);
+                return refusal.stream_event(self.shape);
+            }
+        }
+        self.seal_stream(Decision::Allow, None, now);
+        end.closing
+    }
+
+    /// Records a stream's outcome with the answer assembled so far, its usage and cost.
+    /// A record that cannot be signed is logged: the answer is on its way already.
+    fn seal_stream(
+        &mut self,
+        decision: Decision,
+        error: Option<GatewayError>,
+        now: OffsetDateTime,
+    ) {
+        let Some(follower) = &self.follower else {
+            return;
+        };
+        let answer = follower.answer();
+        let body = follower.assembled_body().to_string();
+        let received = follower.bytes_received();
+        self.token_usage = answer.usage;
+        self.cost = self.cost(&answer.model, answer.usage);
+        let mode = self.gateway.config.evidence.content;
+        let response = describe(body.as_bytes(), mode, None, self.response_status);
+        self.log_line.push_str(&format!(" stream.bytes={received}"));
+        if self.seal(decision, response, error, now).is_err() {
+            self.log_line.push_str(" evidence=unsigned");
+        }
+    }
+
+    /// A forbidden-content match, as a decision of its own in the record.
+    fn record_forbidden(&mut self, name: &str) {
+        if let Some(policy) = &mut self.policy {
+            policy.decisions.push(mercator_evidence::PolicyDecision {
+                policy: "forbidden_content".to_owned(),
+                phase: mercator_evidence::PolicyPhase::Response,
+                decision: mercator_evidence::PolicyVerdict::Deny,
+                code: Some("forbidden_content".to_owned()),
+                reason: Some(format!("the answer matched the pattern `{name}`")),
+            });
+        }
     }
 
     /// The provider's answer grew past the limit: it cannot be checked, so it is refused.
@@ -600,6 +849,21 @@ impl Exchange {
         self.token_usage = answer.usage;
         self.cost = self.cost(&answer.model, answer.usage);
 
+        let texts = answer.choices.iter().flat_map(|choice| {
+            std::iter::once(choice.text.as_str())
+                .chain(choice.tool_calls.iter().map(|call| call.arguments.as_str()))
+        });
+        if let Some(name) = self.gateway.forbidden.first_match(texts).map(str::to_owned) {
+            self.record_forbidden(&name);
+            let refusal = Refusal::ForbiddenContent { name };
+            return response_step(self.refuse(
+                Decision::Deny,
+                &refusal,
+                Some(provider_answer),
+                now,
+            ));
+        }
+
         if let Some(mut input) = self.policy_input.take() {
             if let Value::Object(document) = &mut input {
                 document.insert("phase".to_owned(), json!("response"));
@@ -635,6 +899,16 @@ impl Exchange {
             code: "incomplete_exchange".to_owned(),
             message: "the exchange ended before the gateway saw the whole answer".to_owned(),
         };
+        if self.phase == Phase::Forwarded && self.follower.is_some() {
+            // The stream broke off (a reset, the client left): the answer so far.
+            let error = GatewayError {
+                status: self.response_status.unwrap_or(0),
+                code: "incomplete_stream".to_owned(),
+                message: "the stream ended before its end reached the gateway".to_owned(),
+            };
+            self.seal_stream(self.decision, Some(error), now);
+            return;
+        }
         let decision = if self.phase == Phase::Forwarded {
             self.decision
         } else {
@@ -813,6 +1087,8 @@ impl Exchange {
                     "max_tokens": chat.max_tokens,
                     "temperature": chat.temperature,
                     "stream": chat.stream,
+                    "n": chat.n,
+                    "response_format": chat.response_format,
                     "tools": chat.tools,
                 },
             },
@@ -874,6 +1150,21 @@ fn response_step(step: RequestStep) -> ResponseStep {
         RequestStep::Reply(reply) => ResponseStep::Reply(reply),
         RequestStep::WaitForBody | RequestStep::Forward(_) => ResponseStep::Continue,
     }
+}
+
+/// The forwarded body with `stream_options.include_usage: true`, other stream options kept.
+fn with_stream_usage(body: &[u8]) -> Option<Vec<u8>> {
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let options = object.entry("stream_options").or_insert_with(|| json!({}));
+    if options.is_null() {
+        *options = json!({});
+    }
+    options
+        .as_object_mut()?
+        .insert("include_usage".to_owned(), Value::Bool(true));
+    serde_json::to_vec(&Value::Object(object)).ok()
 }
 
 /// The model named by a body that failed validation, if it names one, for the evidence.

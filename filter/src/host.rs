@@ -24,7 +24,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use time::OffsetDateTime;
 
 use crate::config::{Gateway, PluginConfig};
-use crate::exchange::{Exchange, RequestHead, RequestStep, ResponseStep};
+use crate::exchange::{ChunkStep, Exchange, RequestHead, RequestStep, ResponseStep};
 use crate::identity::PeerCertificate;
 use crate::reply::LocalReply;
 
@@ -156,6 +156,7 @@ impl RootContext for GatewayRoot {
             gateway,
             queue: self.queue.clone(),
             response_held: false,
+            streaming: false,
         }))
     }
 
@@ -356,6 +357,8 @@ struct GatewayHttp {
     exchange: Exchange,
     queue: Rc<RefCell<EvidenceQueue>>,
     response_held: bool,
+    /// A streamed answer: each body chunk goes on as the exchange says, none is held.
+    streaming: bool,
 }
 
 impl GatewayHttp {
@@ -457,16 +460,21 @@ impl HttpContext for GatewayHttp {
             .and_then(|v| v.parse::<u16>().ok())
             .unwrap_or(0);
 
-        let encoding =
-            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "content-encoding")
+        let header = |name: &str| {
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
                 .ok()
                 .flatten()
-                .map(|v| String::from_utf8_lossy(&v).into_owned());
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        let encoding = header("content-encoding");
+        let content_type = header("content-type");
 
-        match self
-            .exchange
-            .on_response_headers(status, encoding.as_deref())
-        {
+        match self.exchange.on_response_headers(
+            status,
+            encoding.as_deref(),
+            content_type.as_deref(),
+            now(),
+        ) {
             ResponseStep::Continue => Action::Continue,
             ResponseStep::Reply(reply) => self.send(&reply),
             ResponseStep::WaitForBody(added) => {
@@ -480,10 +488,30 @@ impl HttpContext for GatewayHttp {
                 self.response_held = true;
                 Action::Pause
             }
+            ResponseStep::Stream(added) => {
+                for (name, value) in &added {
+                    let _ =
+                        hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+                }
+                // The gateway may drop or add events, so the provider's length cannot hold.
+                let _ =
+                    hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+                self.streaming = true;
+                if end_of_stream {
+                    // Headers alone: the stream ended before its first byte.
+                    self.streaming = false;
+                    self.exchange.on_response_chunk(&[], true, now());
+                    self.ship_evidence();
+                }
+                Action::Continue
+            }
         }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.streaming {
+            return self.forward_chunk(body_size, end_of_stream);
+        }
         if !self.response_held {
             return Action::Continue;
         }
@@ -512,13 +540,21 @@ impl HttpContext for GatewayHttp {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.streaming {
+            self.streaming = false;
+            self.exchange.on_response_trailers(now());
+            self.ship_evidence();
+            return Action::Continue;
+        }
         if !self.response_held {
             return Action::Continue;
         }
         self.response_held = false;
         match self.exchange.on_response_trailers(now()) {
             ResponseStep::Reply(reply) => self.send(&reply),
-            ResponseStep::Continue | ResponseStep::WaitForBody(_) => Action::Continue,
+            ResponseStep::Continue | ResponseStep::WaitForBody(_) | ResponseStep::Stream(_) => {
+                Action::Continue
+            }
         }
     }
 
@@ -529,11 +565,43 @@ impl HttpContext for GatewayHttp {
 }
 
 impl GatewayHttp {
+    /// One chunk of a streamed answer. With `Continue`, Envoy hands the filter each chunk
+    /// as it arrives and sends on whatever the body buffer holds when the callback returns,
+    /// so replacing the buffer (`set_buffer` from 0 over the whole chunk: Envoy drains the
+    /// chunk and puts the new bytes in its place) changes what the client gets without
+    /// holding the stream. Nothing is paused: an event the chunk leaves unfinished stays
+    /// in the exchange until the chunk that ends it.
+    fn forward_chunk(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let step = self
+            .exchange
+            .on_response_chunk(&chunk, end_of_stream, now());
+        if let ChunkStep::Replace(bytes) = step {
+            if hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &bytes).is_err() {
+                // The chunk cannot be changed as the exchange says: nothing unchecked may
+                // pass, so the answer is cut off here.
+                log(
+                    LogLevel::Error,
+                    "could not rewrite a stream chunk; resetting the answer",
+                );
+                let _ = hostcalls::reset_http_response();
+            }
+        }
+        if end_of_stream {
+            self.streaming = false;
+        }
+        self.ship_evidence();
+        Action::Continue
+    }
+
     fn finish_response(&mut self, body: &[u8]) -> Action {
         self.response_held = false;
         match self.exchange.on_response_body(body, now()) {
             ResponseStep::Reply(reply) => self.send(&reply),
-            ResponseStep::Continue | ResponseStep::WaitForBody(_) => {
+            ResponseStep::Continue | ResponseStep::WaitForBody(_) | ResponseStep::Stream(_) => {
                 self.ship_evidence();
                 Action::Continue
             }

@@ -20,11 +20,14 @@ pub mod anthropic;
 pub mod auth;
 pub mod config;
 pub mod exchange;
+pub mod forbidden;
 pub mod identity;
+pub mod limits;
 pub mod openai;
 pub mod policy;
 pub mod reply;
 pub mod sse;
+pub mod stream;
 
 // The proxy-wasm entry points are `extern "C"` and `#[no_mangle]`, which count as unsafe.
 #[cfg(target_arch = "wasm32")]

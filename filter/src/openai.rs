@@ -72,6 +72,10 @@ pub struct MessageFacts {
     pub text: String,
     /// Characters of text.
     pub chars: usize,
+    /// Where it came from in the caller's body (`messages[2]`, `system`), to name it in
+    /// errors; not part of the policy input.
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// What the gateway reads from a valid chat completion request.
@@ -85,8 +89,14 @@ pub struct ChatRequest {
     pub max_tokens: Option<u64>,
     /// `temperature`, when given.
     pub temperature: Option<f64>,
-    /// Whether the client asked for a stream (refused for now, so always false here).
+    /// Whether the client asked for a stream.
     pub stream: bool,
+    /// Whether the client asked for usage in the stream (`stream_options.include_usage`).
+    pub stream_include_usage: bool,
+    /// How many choices the client asked for (`n`), when given.
+    pub n: Option<u64>,
+    /// The `type` of `response_format` (`text`, `json_object`, `json_schema`), when given.
+    pub response_format: Option<String>,
     /// The names of the tools offered: each function's `name`, or the tool's `type` when it
     /// has no function name.
     pub tools: Vec<String>,
@@ -124,20 +134,35 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         None => return Err(field_error("messages", "is required")),
     };
 
-    let stream = false;
-    if let Some(stream) = object.get("stream") {
-        match stream {
-            Value::Bool(false) | Value::Null => {}
-            Value::Bool(true) => {
-                return Err(RequestError::Unsupported {
-                    field: "stream".to_owned(),
-                    message: "streaming answers cannot be governed yet; send `stream: false`"
-                        .to_owned(),
-                })
+    let stream = optional_bool(&object, "stream")?.unwrap_or(false);
+    let stream_include_usage = match object.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(options)) => match options.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(include)) => *include,
+            Some(_) => {
+                return Err(field_error(
+                    "stream_options.include_usage",
+                    "must be a boolean",
+                ))
             }
-            _ => return Err(field_error("stream", "must be a boolean")),
+        },
+        Some(_) => return Err(field_error("stream_options", "must be an object")),
+    };
+    let n = match optional_count(&object, "n")? {
+        Some(n) if !(1..=MAX_CHOICES).contains(&n) => {
+            return Err(field_error(
+                "n",
+                format!("must be between 1 and {MAX_CHOICES}"),
+            ))
         }
-    }
+        n => n,
+    };
+    let response_format = match object.get("response_format") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(format)) => Some(response_format_type(format)?),
+        Some(_) => return Err(field_error("response_format", "must be an object")),
+    };
 
     let max_tokens = match optional_count(&object, "max_completion_tokens")? {
         Some(count) => Some(count),
@@ -164,9 +189,64 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         max_tokens,
         temperature,
         stream,
+        stream_include_usage,
+        n,
+        response_format,
         tools,
         body: object,
     })
+}
+
+/// The most choices OpenAI gives for one request.
+const MAX_CHOICES: u64 = 128;
+
+/// `response_format` types OpenAI knows.
+const RESPONSE_FORMATS: &[&str] = &["text", "json_object", "json_schema"];
+
+fn response_format_type(format: &Map<String, Value>) -> Result<String, RequestError> {
+    let kind = match format.get("type") {
+        Some(Value::String(kind)) if RESPONSE_FORMATS.contains(&kind.as_str()) => kind.clone(),
+        Some(Value::String(_)) => {
+            return Err(field_error(
+                "response_format.type",
+                format!("must be one of {}", RESPONSE_FORMATS.join(", ")),
+            ))
+        }
+        Some(_) => return Err(field_error("response_format.type", "must be a string")),
+        None => return Err(field_error("response_format.type", "is required")),
+    };
+    if kind == "json_schema" {
+        match format.get("json_schema") {
+            Some(Value::Object(schema)) => match schema.get("name") {
+                Some(Value::String(_)) => {}
+                _ => {
+                    return Err(field_error(
+                        "response_format.json_schema.name",
+                        "must be a string",
+                    ))
+                }
+            },
+            _ => {
+                return Err(field_error(
+                    "response_format.json_schema",
+                    "must be an object",
+                ))
+            }
+        }
+    }
+    Ok(kind)
+}
+
+/// A boolean field, `None` when absent or `null`.
+pub(crate) fn optional_bool(
+    object: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<bool>, RequestError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(*value)),
+        Some(_) => Err(field_error(field, "must be a boolean")),
+    }
 }
 
 /// A tool's name as policies see it: `function.name`, else its `type`.
@@ -234,7 +314,7 @@ fn parse_message(index: usize, item: &Value) -> Result<MessageFacts, RequestErro
         None => return Err(field_error(at("role"), "is required")),
     };
 
-    let text = match message.get("content") {
+    let mut text = match message.get("content") {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(parts)) => content_parts_text(index, parts)?,
         // An assistant turn that only calls tools has no content.
@@ -247,9 +327,64 @@ fn parse_message(index: usize, item: &Value) -> Result<MessageFacts, RequestErro
         }
         None => return Err(field_error(at("content"), "is required")),
     };
+    if role == "tool" && !matches!(message.get("tool_call_id"), Some(Value::String(_))) {
+        return Err(field_error(at("tool_call_id"), "must be a string"));
+    }
+    match message.get("tool_calls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(calls)) if role == "assistant" => {
+            for (call_index, call) in calls.iter().enumerate() {
+                let (name, arguments) = tool_call(&at(&format!("tool_calls[{call_index}]")), call)?;
+                for piece in [name, arguments] {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(piece);
+                }
+            }
+        }
+        Some(Value::Array(_)) => {
+            return Err(field_error(
+                at("tool_calls"),
+                "only assistant messages may carry tool calls",
+            ))
+        }
+        Some(_) => return Err(field_error(at("tool_calls"), "must be an array")),
+    }
 
     let chars = text.chars().count();
-    Ok(MessageFacts { role, text, chars })
+    Ok(MessageFacts {
+        role,
+        text,
+        chars,
+        source: format!("messages[{index}]"),
+    })
+}
+
+/// A tool call of an assistant message: its function's name and arguments.
+fn tool_call<'a>(at: &str, call: &'a Value) -> Result<(&'a str, &'a str), RequestError> {
+    let Value::Object(call) = call else {
+        return Err(field_error(at, "must be an object"));
+    };
+    if !matches!(call.get("id"), Some(Value::String(_))) {
+        return Err(field_error(format!("{at}.id"), "must be a string"));
+    }
+    let Some(Value::Object(function)) = call.get("function") else {
+        return Err(field_error(format!("{at}.function"), "must be an object"));
+    };
+    let Some(Value::String(name)) = function.get("name") else {
+        return Err(field_error(
+            format!("{at}.function.name"),
+            "must be a string",
+        ));
+    };
+    let Some(Value::String(arguments)) = function.get("arguments") else {
+        return Err(field_error(
+            format!("{at}.function.arguments"),
+            "must be a string (JSON text)",
+        ));
+    };
+    Ok((name, arguments))
 }
 
 fn content_parts_text(index: usize, parts: &[Value]) -> Result<String, RequestError> {
@@ -264,6 +399,18 @@ fn content_parts_text(index: usize, parts: &[Value]) -> Result<String, RequestEr
                 Some(Value::String(text)) => texts.push(text.as_str()),
                 _ => return Err(field_error(format!("{at}.text"), "must be a string")),
             },
+            Some(Value::String(kind)) if kind == "image_url" => match part.get("image_url") {
+                Some(Value::Object(image))
+                    if matches!(image.get("url"), Some(Value::String(_))) => {}
+                Some(Value::Object(_)) => {
+                    return Err(field_error(
+                        format!("{at}.image_url.url"),
+                        "must be a string",
+                    ))
+                }
+                _ => return Err(field_error(format!("{at}.image_url"), "must be an object")),
+            },
+            // Audio, files, refusals: no text for policies; the provider checks them.
             Some(Value::String(_)) => {}
             _ => return Err(field_error(format!("{at}.type"), "must be a string")),
         }
@@ -365,6 +512,9 @@ pub enum ResponseError {
     /// The answer is compressed although the gateway asked for `identity`.
     #[error("the provider's answer is compressed (`{0}`) although the gateway asked for identity encoding")]
     Encoded(String),
+    /// A streamed answer broke the rules of its format (the sentence says how).
+    #[error("the provider's stream {0}")]
+    Stream(&'static str),
 }
 
 /// What the gateway reads from a successful chat completion.
@@ -387,6 +537,17 @@ pub struct ChoiceFacts {
     pub finish_reason: Option<String>,
     /// The message's text content (text parts joined by newlines); empty for tool calls.
     pub text: String,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCallFacts>,
+}
+
+/// One tool call of an answer, as response policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ToolCallFacts {
+    /// The function's (tool's) name.
+    pub name: String,
+    /// Its arguments as the model wrote them: JSON text.
+    pub arguments: String,
 }
 
 /// Reads and checks a provider's successful answer.
@@ -409,11 +570,7 @@ pub fn parse_chat_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
     };
     let usage = match object.get("usage") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(usage)) => Some(TokenUsage {
-            prompt_tokens: count(usage, "prompt_tokens")?,
-            completion_tokens: count(usage, "completion_tokens")?,
-            total_tokens: count(usage, "total_tokens")?,
-        }),
+        Some(Value::Object(usage)) => Some(openai_usage(usage)?),
         Some(_) => return Err(ResponseError::Field("usage")),
     };
 
@@ -439,10 +596,12 @@ fn choice_facts(position: usize, choice: &Value) -> Result<ChoiceFacts, Response
         Some(Value::String(reason)) => Some(reason.clone()),
         Some(_) => return Err(ResponseError::Field("choices.finish_reason")),
     };
-    let text = match choice
-        .get("message")
-        .and_then(|message| message.get("content"))
-    {
+    let message = match choice.get("message") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(message)) => Some(message),
+        Some(_) => return Err(ResponseError::Field("choices.message")),
+    };
+    let text = match message.and_then(|message| message.get("content")) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(parts)) => parts
@@ -452,10 +611,43 @@ fn choice_facts(position: usize, choice: &Value) -> Result<ChoiceFacts, Response
             .join("\n"),
         Some(_) => return Err(ResponseError::Field("choices.message.content")),
     };
+    let tool_calls = match message.and_then(|message| message.get("tool_calls")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(calls)) => calls
+            .iter()
+            .map(answer_tool_call)
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(ResponseError::Field("choices.message.tool_calls")),
+    };
     Ok(ChoiceFacts {
         index,
         finish_reason,
         text,
+        tool_calls,
+    })
+}
+
+fn answer_tool_call(call: &Value) -> Result<ToolCallFacts, ResponseError> {
+    let function = call.get("function");
+    let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+    let arguments = function
+        .and_then(|f| f.get("arguments"))
+        .and_then(Value::as_str);
+    match (name, arguments) {
+        (Some(name), Some(arguments)) => Ok(ToolCallFacts {
+            name: name.to_owned(),
+            arguments: arguments.to_owned(),
+        }),
+        _ => Err(ResponseError::Field("choices.message.tool_calls.function")),
+    }
+}
+
+/// A usage object of an answer or a stream: the three counts, non-negative integers.
+pub(crate) fn openai_usage(usage: &Map<String, Value>) -> Result<TokenUsage, ResponseError> {
+    Ok(TokenUsage {
+        prompt_tokens: count(usage, "prompt_tokens")?,
+        completion_tokens: count(usage, "completion_tokens")?,
+        total_tokens: count(usage, "total_tokens")?,
     })
 }
 
@@ -560,12 +752,17 @@ mod tests {
     }
 
     #[test]
-    fn streaming_is_refused_until_it_can_be_governed() {
-        let error = parse(json!({"model": "gpt-4", "stream": true,
-                                  "messages": [{"role": "user", "content": "x"}]}))
-        .unwrap_err();
+    fn a_stream_request_is_read_with_its_usage_option() {
+        let request = parse(json!({"model": "gpt-4", "stream": true, "n": 2,
+                                    "stream_options": {"include_usage": true},
+                                    "response_format": {"type": "json_object"},
+                                    "messages": [{"role": "user", "content": "x"}]}))
+        .unwrap();
 
-        assert!(matches!(error, RequestError::Unsupported { .. }));
+        assert!(request.stream);
+        assert!(request.stream_include_usage);
+        assert_eq!(request.n, Some(2));
+        assert_eq!(request.response_format.as_deref(), Some("json_object"));
     }
 
     #[test]

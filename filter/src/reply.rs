@@ -4,6 +4,7 @@
 use mercator_evidence::{AuthResult, GatewayError};
 use serde_json::json;
 
+use crate::limits::LimitViolation;
 use crate::openai::RequestError;
 
 /// Every way the gateway can refuse or fail a request itself.
@@ -33,6 +34,8 @@ pub enum Refusal {
     },
     /// The body is malformed.
     InvalidRequest(RequestError),
+    /// The request is valid but over a configured limit.
+    OverLimit(LimitViolation),
     /// A policy denied the request, or could not decide.
     PolicyDenied {
         /// The reasons, joined for the caller.
@@ -42,6 +45,16 @@ pub enum Refusal {
     ResponseDenied {
         /// The reasons, joined for the caller.
         reasons: Vec<String>,
+    },
+    /// The provider's answer matched a forbidden-content pattern.
+    ForbiddenContent {
+        /// The pattern's configured name.
+        name: String,
+    },
+    /// The provider's stream ended before its final event.
+    IncompleteStream {
+        /// How it ended.
+        detail: String,
     },
     /// The provider's answer could not be read or checked.
     BadProviderResponse {
@@ -111,7 +124,15 @@ impl Refusal {
                     error.field().map(str::to_owned),
                 )
             }
+            Self::OverLimit(violation) => (
+                violation.status,
+                "invalid_request_error",
+                violation.code,
+                Some(violation.field.clone()),
+            ),
             Self::PolicyDenied { .. } => (403, "permission_error", "policy_denied", None),
+            Self::ForbiddenContent { .. } => (403, "permission_error", "forbidden_content", None),
+            Self::IncompleteStream { .. } => (502, "api_error", "incomplete_stream", None),
             Self::ResponseDenied { .. } => {
                 (403, "permission_error", "response_policy_denied", None)
             }
@@ -133,6 +154,14 @@ impl Refusal {
             }
             Self::TooLarge { limit } => format!("The request body is larger than {limit} bytes."),
             Self::InvalidRequest(error) => error.to_string(),
+            Self::OverLimit(violation) => violation.message.clone(),
+            Self::ForbiddenContent { name } => format!(
+                "The provider's answer was withheld: it matched the forbidden-content pattern \
+                 `{name}`."
+            ),
+            Self::IncompleteStream { detail } => {
+                format!("The provider's stream ended before it was complete: {detail}.")
+            }
             Self::PolicyDenied { reasons } => reasons.join("; "),
             Self::ResponseDenied { reasons } => format!(
                 "The provider's answer was withheld by policy: {}",
@@ -164,10 +193,11 @@ impl Refusal {
         }
     }
 
-    /// The reply in the caller's error shape, with the evidence id so the caller can cite it.
-    pub fn reply(&self, evidence_id: Option<&str>, shape: ErrorShape) -> LocalReply {
+    /// The error object in the caller's shape, as a reply body or a stream's error event
+    /// carries it.
+    fn body(&self, shape: ErrorShape) -> serde_json::Value {
         let (status, kind, code, param) = self.parts();
-        let body = match shape {
+        match shape {
             ErrorShape::OpenAi => json!({
                 "error": {"message": self.message(), "type": kind, "param": param, "code": code}
             }),
@@ -175,7 +205,13 @@ impl Refusal {
                 "type": "error",
                 "error": {"type": anthropic_type(status), "message": self.message(), "code": code}
             }),
-        };
+        }
+    }
+
+    /// The reply in the caller's error shape, with the evidence id so the caller can cite it.
+    pub fn reply(&self, evidence_id: Option<&str>, shape: ErrorShape) -> LocalReply {
+        let status = self.status();
+        let body = self.body(shape);
 
         let mut headers = Vec::new();
         if let Some(id) = evidence_id {
@@ -193,6 +229,19 @@ impl Refusal {
             headers,
             body: body.to_string().into_bytes(),
         }
+    }
+
+    /// The last event of a stream that the gateway stops, in the API's own streaming error
+    /// shape: OpenAI's SDKs raise on a data event holding an `error` object, Anthropic's on
+    /// an `error` event. The status cannot change any more (the answer has begun), so the
+    /// event carries the error's code.
+    pub fn stream_event(&self, shape: ErrorShape) -> Vec<u8> {
+        let body = self.body(shape);
+        match shape {
+            ErrorShape::OpenAi => format!("data: {body}\n\n"),
+            ErrorShape::Anthropic => format!("event: error\ndata: {body}\n\n"),
+        }
+        .into_bytes()
     }
 }
 
@@ -261,6 +310,29 @@ mod tests {
         assert_eq!(reply.status, 400);
         assert_eq!(body["error"]["param"], "messages");
         assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn a_stopped_stream_ends_with_an_error_event_in_each_apis_shape() {
+        let refusal = Refusal::ForbiddenContent {
+            name: "codeword".to_owned(),
+        };
+
+        let openai = String::from_utf8(refusal.stream_event(ErrorShape::OpenAi)).unwrap();
+        let anthropic = String::from_utf8(refusal.stream_event(ErrorShape::Anthropic)).unwrap();
+
+        let data = openai
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(body["error"]["code"], "forbidden_content");
+        assert!(anthropic.starts_with("event: error\ndata: {"));
+        let data = anthropic.split_once("data: ").unwrap().1.trim_end();
+        let body: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "permission_error");
     }
 
     #[test]

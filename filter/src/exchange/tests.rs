@@ -107,7 +107,7 @@ fn an_allowed_call_is_forwarded_with_the_provider_key_and_recorded_with_usage_an
         "nothing is recorded before the answer"
     );
 
-    let step = exchange.on_response_headers(200, None);
+    let step = exchange.on_response_headers(200, None, None, NOW);
     assert!(
         matches!(step, ResponseStep::WaitForBody(ref added) if added[0].0 == "x-mercator-evidence-id")
     );
@@ -246,7 +246,7 @@ fn a_malformed_provider_answer_becomes_502_and_is_recorded_as_an_error() {
         NOW,
     );
     exchange.on_request_body(&chat("gpt-4"), NOW);
-    exchange.on_response_headers(200, None);
+    exchange.on_response_headers(200, None, None, NOW);
 
     let step = exchange.on_response_body(b"<html>oops", NOW);
 
@@ -265,7 +265,7 @@ fn a_provider_error_passes_through_and_is_recorded() {
         NOW,
     );
     exchange.on_request_body(&chat("gpt-4"), NOW);
-    exchange.on_response_headers(429, None);
+    exchange.on_response_headers(429, None, None, NOW);
 
     let step = exchange.on_response_body(br#"{"error": {"message": "slow down"}}"#, NOW);
 
@@ -300,7 +300,7 @@ fn a_local_reply_passing_back_through_the_filter_is_left_alone() {
     exchange.take_evidence();
 
     assert_eq!(
-        exchange.on_response_headers(401, None),
+        exchange.on_response_headers(401, None, None, NOW),
         ResponseStep::Continue
     );
     assert_eq!(
@@ -419,7 +419,7 @@ fn a_mapped_client_certificate_shows_in_the_policy_input_and_the_evidence() {
         exchange.on_request_body(&chat("gpt-4"), NOW),
         RequestStep::Forward(Rewrite::default())
     );
-    exchange.on_response_headers(200, None);
+    exchange.on_response_headers(200, None, None, NOW);
     exchange.on_response_body(&answer(), NOW);
     let record = verified(&mut exchange);
     assert_eq!(record["user_id"], "billing-svc");
@@ -481,7 +481,7 @@ fn obligations_rewrite_the_forwarded_body_and_are_recorded_with_the_original_dig
         [("x-cost-centre".to_owned(), "finance".to_owned())]
     );
 
-    exchange.on_response_headers(200, None);
+    exchange.on_response_headers(200, None, None, NOW);
     exchange.on_response_body(&answer(), NOW);
     let record = verified(&mut exchange);
     assert_eq!(record["obligations"]["max_tokens"], 64);
@@ -533,7 +533,7 @@ response_deny contains {"code": "greeting", "message": "no greetings"} if {
         exchange.on_request_body(&chat("gpt-4"), NOW),
         RequestStep::Forward(_)
     ));
-    exchange.on_response_headers(200, None);
+    exchange.on_response_headers(200, None, None, NOW);
 
     let step = exchange.on_response_body(&answer(), NOW);
 
@@ -708,7 +708,7 @@ fn an_anthropic_answer_gives_usage_and_text_to_the_evidence() {
         exchange.on_request_body(body.to_string().as_bytes(), NOW),
         RequestStep::Forward(_)
     ));
-    exchange.on_response_headers(200, None);
+    exchange.on_response_headers(200, None, None, NOW);
     let answer = serde_json::json!({"id": "msg_1", "type": "message", "role": "assistant",
         "model": "gpt-4", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
         "usage": {"input_tokens": 1000, "output_tokens": 500}});
@@ -784,7 +784,7 @@ fn an_answer_ended_by_trailers_is_refused() {
     let mut exchange = exchange();
     authenticated(&mut exchange);
     exchange.on_request_body(&chat("gpt-4"), NOW);
-    exchange.on_response_headers(200, None);
+    exchange.on_response_headers(200, None, None, NOW);
 
     let step = exchange.on_response_trailers(NOW);
 
@@ -801,7 +801,7 @@ fn a_compressed_answer_is_never_passed_on_unchecked() {
         NOW,
     );
     exchange.on_request_body(&chat("gpt-4"), NOW);
-    exchange.on_response_headers(200, Some("gzip"));
+    exchange.on_response_headers(200, Some("gzip"), None, NOW);
 
     let step = exchange.on_response_body(b"\x1f\x8b\x08\x00", NOW);
 
@@ -825,4 +825,358 @@ fn caller_chosen_provider_accounts_are_removed() {
 
     assert!(edits.remove.contains(&"openai-organization".to_owned()));
     assert!(edits.remove.contains(&"openai-project".to_owned()));
+}
+
+/// The sample gateway with Anthropic too, `extra` merged into its configuration.
+fn gateway_with(extra: Value) -> Exchange {
+    let mut json = crate::config::tests::sample_json();
+    json["providers"]["anthropic"] = serde_json::json!({"api_key_env": "ANTHROPIC_API_KEY"});
+    for (key, value) in extra.as_object().unwrap() {
+        json[key] = value.clone();
+    }
+    let env = |name: &str| match name {
+        "ANTHROPIC_API_KEY" => Some("sk-ant-provider-secret".to_owned()),
+        other => crate::config::tests::env(other),
+    };
+    let config = crate::config::PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+    Exchange::new(Rc::new(Gateway::new(config, env).unwrap()))
+}
+
+fn stream_request(extra: Value) -> Vec<u8> {
+    let mut body = serde_json::json!({"model": "gpt-4", "stream": true,
+                                      "messages": [{"role": "user", "content": "Hello"}]});
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    body.to_string().into_bytes()
+}
+
+/// Authenticates, forwards `body`, and starts a 200 event-stream answer.
+fn streaming(exchange: &mut Exchange, body: &[u8]) -> Rewrite {
+    authenticated(exchange);
+    let RequestStep::Forward(rewrite) = exchange.on_request_body(body, NOW) else {
+        panic!("the stream request should go on");
+    };
+    let step =
+        exchange.on_response_headers(200, None, Some("text/event-stream; charset=utf-8"), NOW);
+    assert!(
+        matches!(step, ResponseStep::Stream(ref added) if added[0].0 == crate::EVIDENCE_ID_HEADER)
+    );
+    rewrite
+}
+
+/// Feeds `stream` in pieces of `piece` bytes; what the client got.
+fn stream_through(exchange: &mut Exchange, stream: &[u8], piece: usize) -> Vec<u8> {
+    let pieces: Vec<&[u8]> = stream.chunks(piece).collect();
+    let mut sent = Vec::new();
+    for (index, chunk) in pieces.iter().enumerate() {
+        let last = index + 1 == pieces.len();
+        match exchange.on_response_chunk(chunk, last, NOW) {
+            ChunkStep::Pass => sent.extend_from_slice(chunk),
+            ChunkStep::Replace(bytes) => sent.extend(bytes),
+        }
+    }
+    sent
+}
+
+const OPENAI_STREAM: &str = crate::sse::tests::OPENAI_STREAM;
+
+#[test]
+fn an_openai_stream_asks_for_usage_hides_it_and_is_recorded_with_usage_cost_and_the_answer() {
+    let mut exchange = exchange();
+
+    let rewrite = streaming(&mut exchange, &stream_request(serde_json::json!({})));
+    let forwarded: Value = serde_json::from_slice(rewrite.body.as_ref().unwrap()).unwrap();
+    assert_eq!(forwarded["stream_options"]["include_usage"], true);
+    assert_eq!(forwarded["messages"][0]["content"], "Hello");
+
+    let sent = stream_through(&mut exchange, OPENAI_STREAM.as_bytes(), 7);
+
+    let sent = String::from_utf8(sent).unwrap();
+    assert!(!sent.contains("\"usage\":{"), "the usage chunk is hidden");
+    assert!(sent.ends_with("data: [DONE]\n\n"));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["error"], Value::Null);
+    assert_eq!(record["token_usage"]["total_tokens"], 12);
+    // 9 * $30/M + 3 * $60/M
+    assert_eq!(record["cost"], 0.00045);
+    let answer: Value = serde_json::from_str(record["response"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hé éllo");
+    assert_eq!(answer["object"], "chat.completion");
+    assert!(
+        !record["request"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("include_usage"),
+        "the record keeps the client's body"
+    );
+}
+
+#[test]
+fn a_client_that_asks_for_stream_usage_gets_it_and_its_body_goes_unchanged() {
+    let mut exchange = exchange();
+    let body = stream_request(serde_json::json!({"stream_options": {"include_usage": true}}));
+
+    let rewrite = streaming(&mut exchange, &body);
+    let sent = stream_through(&mut exchange, OPENAI_STREAM.as_bytes(), 4096);
+
+    assert_eq!(rewrite, Rewrite::default());
+    assert_eq!(sent, OPENAI_STREAM.as_bytes());
+    assert_eq!(verified(&mut exchange)["token_usage"]["prompt_tokens"], 9);
+}
+
+#[test]
+fn an_anthropic_stream_is_recorded_with_usage_from_start_and_delta() {
+    let mut exchange = anthropic_exchange();
+    exchange.on_request_headers(
+        &head(anthropic_headers(FINANCE_KEY, true), false),
+        false,
+        NOW,
+    );
+    let body = serde_json::json!({"model": "gpt-4", "max_tokens": 10, "stream": true,
+                                  "messages": [{"role": "user", "content": "Hello"}]});
+    assert_eq!(
+        exchange.on_request_body(body.to_string().as_bytes(), NOW),
+        RequestStep::Forward(Rewrite::default()),
+        "Anthropic streams report usage unasked"
+    );
+    exchange.on_response_headers(200, None, Some("text/event-stream"), NOW);
+
+    let stream = crate::sse::tests::ANTHROPIC_STREAM.as_bytes();
+    let sent = stream_through(&mut exchange, stream, 1);
+
+    assert_eq!(sent, stream);
+    let record = verified(&mut exchange);
+    assert_eq!(record["token_usage"]["prompt_tokens"], 25);
+    assert_eq!(record["token_usage"]["completion_tokens"], 15);
+    let answer: Value = serde_json::from_str(record["response"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["content"][0]["text"], "Hello ✓");
+}
+
+#[test]
+fn forbidden_content_stops_a_stream_with_an_error_event_and_is_recorded_as_a_deny() {
+    let mut exchange = gateway_with(serde_json::json!({
+        "forbidden_content": [{"name": "greeting", "pattern": "(?i)h[eé] [eé]llo"}]
+    }));
+    streaming(&mut exchange, &stream_request(serde_json::json!({})));
+
+    let sent =
+        String::from_utf8(stream_through(&mut exchange, OPENAI_STREAM.as_bytes(), 64)).unwrap();
+
+    assert!(
+        !sent.contains("llo\""),
+        "the matching text never reaches the client"
+    );
+    let error_event = sent.rsplit("data: ").next().unwrap();
+    let error: Value = serde_json::from_str(error_event.trim()).unwrap();
+    assert_eq!(error["error"]["code"], "forbidden_content");
+    assert!(!sent.contains("[DONE]"));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["error"]["code"], "forbidden_content");
+    let decision = record["policy_decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(decision["policy"], "forbidden_content");
+    assert_eq!(decision["phase"], "response");
+    assert_eq!(
+        exchange.on_response_chunk(b"data: more\n\n", false, NOW),
+        ChunkStep::Replace(Vec::new()),
+        "nothing passes after the stop"
+    );
+}
+
+#[test]
+fn forbidden_content_replaces_a_whole_answer_with_403() {
+    let mut exchange = gateway_with(serde_json::json!({
+        "forbidden_content": [{"name": "greeting", "pattern": "^Hi$"}]
+    }));
+    authenticated(&mut exchange);
+    exchange.on_request_body(&chat("gpt-4"), NOW);
+    exchange.on_response_headers(200, None, Some("application/json"), NOW);
+
+    let step = exchange.on_response_body(&answer(), NOW);
+
+    let ResponseStep::Reply(reply) = step else {
+        panic!("expected the answer to be replaced, got {step:?}");
+    };
+    assert_eq!(reply.status, 403);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"]["code"], "forbidden_content");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("greeting"));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["token_usage"]["total_tokens"], 1500);
+}
+
+#[test]
+fn a_stream_cut_mid_event_ends_with_an_error_event_and_a_partial_record() {
+    let mut exchange = exchange();
+    streaming(&mut exchange, &stream_request(serde_json::json!({})));
+    let cut = OPENAI_STREAM.find("\"finish_reason\":\"stop\"").unwrap();
+
+    let sent = stream_through(&mut exchange, &OPENAI_STREAM.as_bytes()[..cut], 50);
+
+    let sent = String::from_utf8(sent).unwrap();
+    assert!(sent.ends_with("\n\n"), "no half event reaches the client");
+    assert!(sent.contains("\"code\":\"incomplete_stream\""));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["error"]["code"], "incomplete_stream");
+    assert_eq!(record["token_usage"], Value::Null);
+    let answer: Value = serde_json::from_str(record["response"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hé éllo");
+}
+
+#[test]
+fn a_stream_reset_midway_is_recorded_at_the_end_with_the_answer_so_far() {
+    let mut exchange = exchange();
+    streaming(&mut exchange, &stream_request(serde_json::json!({})));
+    let cut = OPENAI_STREAM.find(": keep-alive").unwrap();
+    exchange.on_response_chunk(&OPENAI_STREAM.as_bytes()[..cut], false, NOW);
+    assert!(exchange.take_evidence().is_none());
+
+    exchange.on_done(NOW);
+
+    let record = verified(&mut exchange);
+    assert_eq!(record["error"]["code"], "incomplete_stream");
+    assert!(record["response"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Hé éllo"));
+}
+
+#[test]
+fn a_malformed_event_stops_the_stream_and_is_recorded_as_an_error() {
+    let mut exchange = exchange();
+    streaming(&mut exchange, &stream_request(serde_json::json!({})));
+
+    let sent = stream_through(&mut exchange, b"data: {\"id\": \"c\", \"choi\n\n", 4096);
+
+    assert!(String::from_utf8(sent)
+        .unwrap()
+        .contains("bad_provider_response"));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "error");
+    assert_eq!(record["error"]["code"], "bad_provider_response");
+}
+
+#[test]
+fn a_response_policy_deny_ends_a_stream_with_an_error_in_place_of_its_closing_event() {
+    let withhold = r#"package mercator.policy.withhold
+import rego.v1
+response_deny contains "no greetings" if contains(input.response.text, "llo")
+"#;
+    let mut exchange = exchange_with(&[("policies/withhold.rego", withhold)]);
+    streaming(&mut exchange, &stream_request(serde_json::json!({})));
+
+    let sent = String::from_utf8(stream_through(
+        &mut exchange,
+        OPENAI_STREAM.as_bytes(),
+        4096,
+    ))
+    .unwrap();
+
+    assert!(!sent.contains("[DONE]"));
+    assert!(sent.contains("response_policy_denied"));
+    let record = verified(&mut exchange);
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["token_usage"]["total_tokens"], 12);
+}
+
+#[test]
+fn a_compressed_stream_is_refused_before_any_of_it_passes() {
+    let mut exchange = exchange();
+    authenticated(&mut exchange);
+    exchange.on_request_body(&stream_request(serde_json::json!({})), NOW);
+
+    let step = exchange.on_response_headers(200, Some("gzip"), Some("text/event-stream"), NOW);
+
+    assert!(matches!(step, ResponseStep::Reply(ref reply) if reply.status == 502));
+    assert_eq!(verified(&mut exchange)["decision"], "error");
+}
+
+#[test]
+fn a_provider_error_to_a_stream_request_is_read_whole_and_passed_on() {
+    let mut exchange = exchange();
+    authenticated(&mut exchange);
+    exchange.on_request_body(&stream_request(serde_json::json!({})), NOW);
+
+    let step = exchange.on_response_headers(500, None, Some("application/json"), NOW);
+
+    assert!(matches!(step, ResponseStep::WaitForBody(_)));
+    assert_eq!(
+        exchange.on_response_body(br#"{"error": {"message": "boom"}}"#, NOW),
+        ResponseStep::Continue
+    );
+    assert_eq!(verified(&mut exchange)["response"]["status"], 500);
+}
+
+#[test]
+fn configured_limits_refuse_in_the_callers_shape_naming_the_field() {
+    let limits = serde_json::json!({"limits": {
+        "max_tokens": 100, "max_message_chars": 10,
+        "allowed_models": {"openai": ["gpt-4"], "anthropic": ["claude-3-*"]}
+    }});
+
+    let mut exchange = gateway_with(limits.clone());
+    authenticated(&mut exchange);
+    let step = exchange.on_request_body(&chat("gpt-4o"), NOW);
+    let RequestStep::Reply(reply) = step else {
+        panic!("expected a refusal, got {step:?}");
+    };
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        (reply.status, &body["error"]["param"]),
+        (400, &Value::from("model"))
+    );
+    assert_eq!(body["error"]["code"], "model_not_allowed");
+    assert_eq!(verified(&mut exchange)["decision"], "invalid");
+
+    let mut exchange = gateway_with(limits);
+    exchange.on_request_headers(
+        &head(anthropic_headers(FINANCE_KEY, true), false),
+        false,
+        NOW,
+    );
+    let body = serde_json::json!({"model": "claude-3-sonnet", "max_tokens": 10,
+                                  "messages": [{"role": "user", "content": "far more than ten"}]});
+    let step = exchange.on_request_body(body.to_string().as_bytes(), NOW);
+    let RequestStep::Reply(reply) = step else {
+        panic!("expected a refusal, got {step:?}");
+    };
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(reply.status, 413);
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "request_too_large");
+    assert_eq!(body["error"]["code"], "content_too_large");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("messages[0]"));
+}
+
+#[test]
+fn a_stream_request_shows_in_the_policy_input() {
+    let mut exchange = exchange();
+    authenticated(&mut exchange);
+    let body =
+        stream_request(serde_json::json!({"n": 2, "response_format": {"type": "json_object"}}));
+    let chat = parse_chat_request(&body).unwrap();
+
+    let input = exchange.policy_input(&chat, NOW);
+
+    assert_eq!(input["request"]["parameters"]["stream"], true);
+    assert_eq!(input["request"]["parameters"]["n"], 2);
+    assert_eq!(
+        input["request"]["parameters"]["response_format"],
+        "json_object"
+    );
 }
