@@ -159,7 +159,7 @@ pub(crate) async fn answer(
         });
     }
     let stream = request.stream.unwrap_or(false);
-    if scenario == Scenario::CutStream && !stream {
+    if scenario.needs_stream() && !stream {
         return Err(StandinError::CutStreamNeedsStream);
     }
 
@@ -175,6 +175,14 @@ pub(crate) async fn answer(
         let ending = match scenario {
             Scenario::Malformed => Ending::Malformed,
             Scenario::CutStream => Ending::CutMidEvent,
+            Scenario::KeepAlive => Ending::WithKeepAlives,
+            Scenario::SplitEvents => Ending::SplitWrites,
+            Scenario::StreamError => Ending::ProviderError(SseEvent::named(
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error",
+                       "message": "The provider stand-in failed in the middle of the stream (scenario stream-error)."}})
+                .to_string(),
+            )),
             _ => Ending::Complete,
         };
         return Ok(sse::response(

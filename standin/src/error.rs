@@ -51,10 +51,9 @@ pub enum StandinError {
     )]
     UnknownScenario(String),
 
-    /// `x-standin-scenario: cut-stream` on a request that did not ask to stream.
-    #[error(
-        "the provider stand-in scenario `cut-stream` needs a streaming request (\"stream\": true)"
-    )]
+    /// A stream-only scenario (`cut-stream`, `keep-alive`, `split-events`, `stream-error`)
+    /// on a request that did not ask to stream.
+    #[error("this provider stand-in scenario needs a streaming request (\"stream\": true)")]
     CutStreamNeedsStream,
 
     /// `x-standin-scenario: error-500`: the provider failing on its side.

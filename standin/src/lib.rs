@@ -71,6 +71,15 @@
 //!   then ends the body cleanly, so that a proxy sees an ordinary end of stream with an
 //!   incomplete event and without the finish, usage, `[DONE]`, `message_delta` or
 //!   `message_stop` events. A non-streaming request with it is a 400.
+//! - `keep-alive`: the stream with a `: keep-alive` comment before its first event and an
+//!   `event: ping` block without any `data` line in its middle.
+//! - `split-events`: the stream written 7 bytes at a time, so that events, lines, JSON
+//!   strings and UTF-8 characters fall across writes.
+//! - `stream-error`: the first half of the stream's events, then the provider's own error
+//!   event (OpenAI: a data event holding an `error` object with type `server_error`;
+//!   Anthropic: `event: error` with an `overloaded_error`), then the end of the body.
+//!
+//! The four stream scenarios answer a non-streaming request with a 400.
 //!
 //! A request is handled in this order: recorded in the log; scenario name checked; key
 //! checked; (Anthropic) `anthropic-version` checked; `slow` waits and `error-500` fails;
@@ -79,8 +88,7 @@
 //! ## Not imitated
 //!
 //! The stand-in leaves out what the gateway does not depend on: rate-limit and
-//! `request-id` headers, 429 and 529 answers, errors sent in the middle of a stream
-//! (Anthropic's `event: error`), `logprobs`, stop sequences, images, and the order of keys
+//! `request-id` headers, 429 and 529 answers, `logprobs`, stop sequences, images, and the order of keys
 //! in JSON objects (they come out sorted). Tool definitions are not counted as prompt
 //! tokens.
 //!

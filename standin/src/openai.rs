@@ -157,7 +157,7 @@ pub(crate) async fn answer(
         });
     }
     let stream = request.stream.unwrap_or(false);
-    if scenario == Scenario::CutStream && !stream {
+    if scenario.needs_stream() && !stream {
         return Err(StandinError::CutStreamNeedsStream);
     }
 
@@ -178,6 +178,13 @@ pub(crate) async fn answer(
         let ending = match scenario {
             Scenario::Malformed => Ending::Malformed,
             Scenario::CutStream => Ending::CutMidEvent,
+            Scenario::KeepAlive => Ending::WithKeepAlives,
+            Scenario::SplitEvents => Ending::SplitWrites,
+            Scenario::StreamError => Ending::ProviderError(SseEvent::data(
+                json!({"error": {"message": "The provider stand-in failed in the middle of the stream (scenario stream-error).",
+                                  "type": "server_error", "param": null, "code": null}})
+                .to_string(),
+            )),
             _ => Ending::Complete,
         };
         let events = stream_events(&answer, include_usage, scenario.usage_mode());

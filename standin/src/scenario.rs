@@ -24,17 +24,26 @@ pub enum Scenario {
     Slow,
     /// A stream that stops in the middle of an event, without its final events.
     CutStream,
+    /// A stream with a keep-alive comment and an event that has no `data` line.
+    KeepAlive,
+    /// A stream written a few bytes at a time.
+    SplitEvents,
+    /// A stream that the provider ends half-way with its own error event.
+    StreamError,
 }
 
 impl Scenario {
     /// The header values, in the order of the variants after `Normal`.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 9] = [
         "malformed",
         "missing-usage",
         "negative-usage",
         "error-500",
         "slow",
         "cut-stream",
+        "keep-alive",
+        "split-events",
+        "stream-error",
     ];
 
     /// The scenario a request asks for; an unknown name is the caller's mistake.
@@ -53,6 +62,9 @@ impl Scenario {
             "error-500" => Ok(Self::Error500),
             "slow" => Ok(Self::Slow),
             "cut-stream" => Ok(Self::CutStream),
+            "keep-alive" => Ok(Self::KeepAlive),
+            "split-events" => Ok(Self::SplitEvents),
+            "stream-error" => Ok(Self::StreamError),
             other => Err(StandinError::UnknownScenario(other.to_owned())),
         }
     }
@@ -67,7 +79,18 @@ impl Scenario {
             Self::Error500 => "error-500",
             Self::Slow => "slow",
             Self::CutStream => "cut-stream",
+            Self::KeepAlive => "keep-alive",
+            Self::SplitEvents => "split-events",
+            Self::StreamError => "stream-error",
         }
+    }
+
+    /// Whether this scenario only makes sense for a streaming request.
+    pub(crate) fn needs_stream(self) -> bool {
+        matches!(
+            self,
+            Self::CutStream | Self::KeepAlive | Self::SplitEvents | Self::StreamError
+        )
     }
 
     /// What the answer's usage looks like under this scenario.

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 const EVENT_GAP: Duration = Duration::from_millis(1);
 
 /// One event: an optional `event:` name (Anthropic names them, OpenAI does not) and its data.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SseEvent {
     name: Option<&'static str>,
     data: String,
@@ -57,7 +57,7 @@ impl SseEvent {
 }
 
 /// How a stream ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ending {
     /// Every event, whole.
     Complete,
@@ -67,7 +67,19 @@ pub enum Ending {
     /// The body still ends cleanly (a final chunk), so a proxy sees a normal end of stream
     /// with an incomplete event in it.
     CutMidEvent,
+    /// Every event, with a `: keep-alive` comment before the first and a `ping` event that
+    /// has no `data` line in the middle.
+    WithKeepAlives,
+    /// Every event, written a few bytes at a time, so events and lines fall across writes.
+    SplitWrites,
+    /// The first half of the events, then this error event (the provider failing in the
+    /// middle of its answer), then the end of the body.
+    ProviderError(SseEvent),
 }
+
+/// Bytes per write in [`Ending::SplitWrites`]: small and odd, so that writes end inside
+/// field names, JSON strings and UTF-8 characters.
+const SPLIT_WRITE_BYTES: usize = 7;
 
 /// A `text/event-stream` answer that sends `events` one write at a time.
 pub fn response(events: Vec<SseEvent>, ending: Ending) -> Response {
@@ -87,9 +99,40 @@ pub fn response(events: Vec<SseEvent>, ending: Ending) -> Response {
             }
             frames
         }
+        Ending::WithKeepAlives => {
+            let middle = events.len() / 2;
+            let mut frames = vec![": keep-alive\n\n".to_owned()];
+            for (index, event) in events.iter().enumerate() {
+                if index == middle {
+                    frames.push("event: ping\n\n".to_owned());
+                }
+                frames.push(event.encode());
+            }
+            frames
+        }
+        Ending::SplitWrites => {
+            let whole: String = events.iter().map(SseEvent::encode).collect();
+            return bytes_response(
+                whole
+                    .into_bytes()
+                    .chunks(SPLIT_WRITE_BYTES)
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            );
+        }
+        Ending::ProviderError(error) => {
+            let whole = events.len() / 2;
+            let mut frames: Vec<String> = events.iter().take(whole).map(SseEvent::encode).collect();
+            frames.push(error.encode());
+            frames
+        }
     };
+    bytes_response(frames.into_iter().map(String::into_bytes).collect())
+}
 
-    let stream = futures_util::stream::iter(frames).then(|frame| async move {
+/// A `text/event-stream` answer that sends each of `writes` on its own.
+fn bytes_response(writes: Vec<Vec<u8>>) -> Response {
+    let stream = futures_util::stream::iter(writes).then(|frame| async move {
         tokio::time::sleep(EVENT_GAP).await;
         Ok::<Bytes, Infallible>(Bytes::from(frame))
     });

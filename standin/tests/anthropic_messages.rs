@@ -415,3 +415,44 @@ async fn unknown_scenario_is_a_400_in_anthropics_shape() {
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "invalid_request_error");
 }
+
+#[tokio::test]
+async fn stream_error_scenario_ends_with_an_anthropic_error_event() {
+    let (router, _) = standin();
+
+    let answer = send(
+        &router,
+        anthropic_request(
+            &streaming_request(),
+            &[("x-standin-scenario", "stream-error")],
+        ),
+    )
+    .await;
+
+    let events = answer.events();
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name.as_deref(), Some("error"));
+    let error: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(error["error"]["type"], "overloaded_error");
+    assert_eq!(events[0].0.as_deref(), Some("message_start"));
+    assert!(!answer.text().contains("message_stop"));
+}
+
+#[tokio::test]
+async fn keep_alive_scenario_puts_a_ping_without_data_in_an_anthropic_stream() {
+    let (router, _) = standin();
+
+    let answer = send(
+        &router,
+        anthropic_request(
+            &streaming_request(),
+            &[("x-standin-scenario", "keep-alive")],
+        ),
+    )
+    .await;
+
+    let text = answer.text();
+    assert!(text.starts_with(": keep-alive\n\nevent: message_start\n"));
+    assert!(text.contains("\n\nevent: ping\n\nevent: "));
+    assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+}

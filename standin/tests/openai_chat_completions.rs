@@ -552,3 +552,87 @@ async fn unknown_scenario_is_a_400_in_openais_shape() {
     assert_eq!(error["code"], "unknown_standin_scenario");
     assert!(error["message"].as_str().unwrap().contains("meteor"));
 }
+
+fn streaming_with_usage() -> Value {
+    let mut request = simple_request();
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    request
+}
+
+#[tokio::test]
+async fn keep_alive_scenario_adds_a_comment_and_an_event_without_data() {
+    let (router, _) = standin();
+    let plain = send(&router, openai_request(&streaming_with_usage(), &[])).await;
+
+    let answer = send(
+        &router,
+        openai_request(
+            &streaming_with_usage(),
+            &[("x-standin-scenario", "keep-alive")],
+        ),
+    )
+    .await;
+
+    let text = answer.text();
+    assert!(text.starts_with(": keep-alive\n\ndata: {"));
+    assert!(text.contains("\n\nevent: ping\n\ndata: {"));
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        text.matches("data: ").count(),
+        plain.text().matches("data: ").count()
+    );
+}
+
+#[tokio::test]
+async fn split_events_scenario_sends_the_same_stream() {
+    let (router, _) = standin();
+
+    let answer = send(
+        &router,
+        openai_request(
+            &streaming_with_usage(),
+            &[("x-standin-scenario", "split-events")],
+        ),
+    )
+    .await;
+
+    let events = answer.events();
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let usage: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert!(usage["usage"]["total_tokens"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn stream_error_scenario_ends_with_the_providers_error_event() {
+    let (router, _) = standin();
+
+    let answer = send(
+        &router,
+        openai_request(
+            &streaming_with_usage(),
+            &[("x-standin-scenario", "stream-error")],
+        ),
+    )
+    .await;
+
+    let events = answer.events();
+    let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(last["error"]["type"], "server_error");
+    assert!(!answer.text().contains("[DONE]"));
+    assert!(!answer.text().contains("\"finish_reason\":\"stop\""));
+}
+
+#[tokio::test]
+async fn stream_scenarios_need_a_streaming_request() {
+    let (router, _) = standin();
+    for scenario in ["keep-alive", "split-events", "stream-error"] {
+        let answer = send(
+            &router,
+            openai_request(&simple_request(), &[("x-standin-scenario", scenario)]),
+        )
+        .await;
+
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{scenario}");
+    }
+}
