@@ -17,7 +17,7 @@ BIN := target/release
 DEV := .dev
 
 .PHONY: all build filter binaries wasm-target venv dev run test unit lint policy-test \
-	integration fmt clean
+	integration fuzz fmt clean
 
 all: build
 
@@ -59,6 +59,12 @@ lint:
 
 policy-test: binaries
 	$(BIN)/mercator policy test policies
+
+# The property tests of everything the filter parses (requests, answers, event streams),
+# with many more cases than `make unit` runs; FUZZ_CASES sets how many.
+FUZZ_CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked -p mercator-filter --test properties
 
 integration: build venv
 	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) $(VENV)/bin/python -m pytest tests -q
