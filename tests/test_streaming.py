@@ -246,7 +246,7 @@ def test_anthropic_tool_use_streamed_and_its_result_sent_back(stack: Stack):
 
     tool_use = next(block for block in message.content if block.type == "tool_use")
     assert tool_use.name == "get_weather"
-    record = stack.evidence(evidence_id)
+    record = recorded_once(stack, Reply(200, {"x-mercator-evidence-id": evidence_id}, b""))
     assert record["token_usage"]["completion_tokens"] == message.usage.output_tokens
     recorded = json.loads(record["response"]["body"])["content"][0]
     assert (recorded["type"], recorded["name"], recorded["input"]) == (

@@ -330,16 +330,29 @@ impl StreamFollower {
         }
     }
 
+    /// The first forbidden pattern that the answer so far matches: each choice's text and
+    /// each tool call's arguments (Anthropic: each text block and each tool input), read
+    /// in place.
     fn forbidden_match(&self, forbidden: &ForbiddenContent) -> Option<String> {
         if forbidden.is_empty() {
             return None;
         }
-        let answer = self.answer();
-        let texts = answer.choices.iter().flat_map(|choice| {
-            std::iter::once(choice.text.as_str())
-                .chain(choice.tool_calls.iter().map(|call| call.arguments.as_str()))
+        let openai = self.choices.values().flat_map(|choice| {
+            std::iter::once(choice.text.as_str()).chain(
+                choice
+                    .tool_calls
+                    .values()
+                    .map(|call| call.arguments.as_str()),
+            )
         });
-        forbidden.first_match(texts).map(str::to_owned)
+        let anthropic = self.blocks.values().filter_map(|block| match block {
+            Block::Text(text) => Some(text.as_str()),
+            Block::ToolUse(call) => Some(call.arguments.as_str()),
+            Block::Other(_) => None,
+        });
+        forbidden
+            .first_match(openai.chain(anthropic))
+            .map(str::to_owned)
     }
 
     fn read_openai(&mut self, event: &SseEvent) -> Result<Disposition, ResponseError> {

@@ -467,6 +467,29 @@ evidence:
     }
 
     #[test]
+    fn a_bad_limit_or_forbidden_pattern_is_refused_before_envoy_sees_it() {
+        for (extra, field) in [
+            (
+                "limits:\n  allowed_models: {mistral: [m]}\n",
+                "limits.allowed_models.mistral",
+            ),
+            (
+                "forbidden_content:\n  - {name: leak, pattern: \"[unclosed\"}\n",
+                "forbidden_content[0].pattern",
+            ),
+        ] {
+            let dir = layout();
+            let path = dir.path().join("gateway.yaml");
+            let text = fs::read_to_string(&path).unwrap();
+            fs::write(&path, format!("{text}{extra}")).unwrap();
+
+            let error = plugin_config(&path).unwrap_err().to_string();
+
+            assert!(error.contains(field), "{field}: {error}");
+        }
+    }
+
+    #[test]
     fn a_bad_hash_in_a_key_file_names_the_file_and_entry() {
         let dir = layout();
         fs::write(
@@ -597,5 +620,7 @@ evidence:
             "policies/department.rego"
         );
         assert_eq!(json["api_keys"].as_array().unwrap().len(), 1);
+        assert_eq!(json["limits"]["max_tokens"], 16384);
+        assert_eq!(json["forbidden_content"][0]["name"], "aws-access-key-id");
     }
 }
