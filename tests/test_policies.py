@@ -175,6 +175,25 @@ def test_an_answer_carrying_a_secret_is_withheld_by_the_response_phase(governed)
     assert [d["code"] for d in response_denials] == ["response_secret"]
 
 
+def test_a_streamed_answer_carrying_a_secret_ends_with_the_response_denial_not_done(governed):
+    # A stream's text has reached the client when the response phase decides; the denial
+    # takes the place of the closing event, so the client's SDK raises it.
+    body = {"model": "gpt-4", "stream": True,
+            "messages": [{"role": "user", "content": "Repeat: sk-abcdefghijklmnopqrstuvwx1234"}]}
+
+    reply = governed.call(body, governed.keys["finance"].key)
+
+    assert reply.status == 200
+    events = [e for e in reply.body.decode().split("\n\n") if e]
+    assert "[DONE]" not in reply.body.decode()
+    last = json.loads(events[-1].removeprefix("data: "))
+    assert last["error"]["code"] == "response_policy_denied"
+    record = recorded_once(governed, reply)
+    assert record["decision"] == "deny"
+    assert record["token_usage"]["total_tokens"] > 0
+    assert "response_secret" in codes(record)
+
+
 def test_a_policy_that_fails_during_evaluation_denies_and_says_so(governed):
     reply, record = ask(governed, "finance", "probe-error")
 
