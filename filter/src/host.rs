@@ -9,6 +9,10 @@
 //!   request never reaches the provider, not even its headers.
 //! - Only `hostcalls` that answer with a `Result` for the statuses that can occur in the
 //!   phase at hand are used; none of the trait helpers that unwrap.
+//! - A streamed answer is never paused: each response body callback returns `Continue`
+//!   after replacing the chunk in Envoy's buffer with what the exchange says the client
+//!   gets (`content-length` is removed at the headers, since the body changes). Trailers
+//!   end such a stream where the body can no longer change.
 //! - Records are delivered by the root context on a timer, not by the request: the
 //!   client's answer never waits for the sink, and a request context that ends does not
 //!   cancel its record's delivery.
