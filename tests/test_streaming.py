@@ -447,3 +447,21 @@ def test_the_providers_own_error_event_reaches_the_client_and_is_recorded(stack:
     record = record_of(stack, raw)
     assert record["error"]["code"] == "provider_stream_error"
     assert "overloaded_error" in record["error"]["message"]
+
+
+def test_the_raw_stream_keeps_the_providers_events_and_ends_with_done(stack: Stack):
+    body = {"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "raw"}]}
+
+    reply = stack.call(body, key=stack.keys["finance"].key)
+
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    text = reply.body.decode()
+    events = [e for e in text.split("\n\n") if e]
+    assert text.endswith("data: [DONE]\n\n")
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["choices"] for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == (
+        REPLY_PREFIX + "raw"
+    )
+    assert recorded_once(stack, reply)["token_usage"]["completion_tokens"] > 0

@@ -4,8 +4,11 @@
 //! answer's text and tool-call arguments against all of them at once (one `RegexSet`,
 //! compiled when the filter is configured). A whole answer that matches is replaced by an
 //! error; a stream that matches is stopped with an error event before the chunk that
-//! completed the match reaches the client. The `regex` crate matches in time linear in the
-//! text, so a pattern cannot be made to run away; its compiled size is bounded too.
+//! completed the match reaches the client. Known limits of that: the part of a match that
+//! came in earlier chunks has already gone out (a 20-character key may show its first 15),
+//! and Anthropic's text blocks and tool inputs are checked each on its own, so a match
+//! that spans two blocks is missed. The `regex` crate matches in time linear in the text,
+//! so a pattern cannot be made to run away; its compiled size is bounded too.
 //!
 //! The caller and the evidence see the pattern's name, never the pattern, so the
 //! configuration does not teach anyone how to get around it.
