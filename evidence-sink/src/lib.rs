@@ -45,21 +45,27 @@
 //! exported evidence offline. Its logic lives in [`tools`].
 
 mod error;
+mod export;
 mod http;
 mod intake;
 mod keys;
+mod operator;
 mod query;
-mod store;
+pub mod store;
 pub mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use error::SinkError;
-pub use http::{app, AppState, DEFAULT_MAX_BODY_BYTES};
+pub use export::{BUNDLE_SCHEMA, EXPORT_PAGE_RECORDS};
+pub use http::{app, AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_RETENTION};
 pub use intake::{verify_body, VerifiedRecord};
-pub use keys::{load_keys, KeyEntry, KeyRing, KeysDocument, KeysError};
-pub use query::{parse_query, EvidenceQuery, ExportFormat, CSV_COLUMNS, DEFAULT_LIMIT, MAX_LIMIT};
+pub use keys::{load_keys, KeyEntry, KeyRefusal, KeyRing, KeyWindow, KeysDocument, KeysError};
+pub use operator::OperatorToken;
+pub use query::{
+    parse_query, EvidenceQuery, ExportFormat, QueryKind, CSV_COLUMNS, DEFAULT_LIMIT, MAX_LIMIT,
+};
 pub use store::{BatchOutcome, RecordFilter, Store, StoreError};
 
 /// What the sink needs to start, as the command line gives it.
@@ -71,6 +77,14 @@ pub struct SinkConfig {
     pub db: PathBuf,
     /// The keys file.
     pub keys: PathBuf,
+    /// The file holding the base64 seed of the sink's tree key (signs tree heads).
+    pub tree_key: PathBuf,
+    /// The operator token's SHA-256; `None` turns the operator endpoints off.
+    pub operator: Option<OperatorToken>,
+    /// How long records are kept; `None` keeps them for ever.
+    pub retention: Option<std::time::Duration>,
+    /// How often the retention job runs.
+    pub prune_interval: std::time::Duration,
     /// The largest accepted body, in bytes.
     pub max_body_bytes: usize,
 }
@@ -85,6 +99,15 @@ pub enum StartupError {
     /// The database could not be opened or has an unknown schema.
     #[error(transparent)]
     Store(#[from] StoreError),
+
+    /// The tree key file is missing or does not hold a seed.
+    #[error("tree key {path}: {reason}")]
+    TreeKey {
+        /// The file.
+        path: PathBuf,
+        /// Why it is unusable; never the key itself.
+        reason: String,
+    },
 
     /// The listen address could not be bound (in use, no permission).
     #[error("cannot listen on {address}: {source}")]
@@ -104,17 +127,30 @@ pub enum StartupError {
 pub async fn serve(config: SinkConfig) -> Result<(), StartupError> {
     let keys = load_keys(&config.keys)?;
     let store = Store::open(&config.db)?;
+    let tree_key = load_tree_key(&config.tree_key)?;
     tracing::info!(
         keys.count = keys.len(),
         keys.ids = %keys.ids().collect::<Vec<_>>().join(","),
+        tree_key.id = %tree_key.key_id(),
         db.path = %config.db.display(),
+        retention.days = config.retention.map(|r| r.as_secs() / 86_400),
         "evidence sink ready"
     );
+    if config.operator.is_none() {
+        tracing::warn!(
+            "no operator token configured: query, export, erasure and pruning are refused"
+        );
+    }
 
     let state = AppState {
         max_body_bytes: config.max_body_bytes,
-        ..AppState::new(keys, store)
+        operator: config.operator,
+        retention: config.retention,
+        ..AppState::new(keys, store.clone(), tree_key)
     };
+    if let Some(retention) = config.retention {
+        tokio::spawn(retention_job(store, retention, config.prune_interval));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -131,6 +167,32 @@ pub async fn serve(config: SinkConfig) -> Result<(), StartupError> {
 
     tracing::info!("evidence sink stopped");
     Ok(())
+}
+
+/// Reads the sink's tree key: one line, the standard base64 of a 32-byte Ed25519 seed (the
+/// format of `mercator signing-key new`).
+pub fn load_tree_key(
+    path: &std::path::Path,
+) -> Result<mercator_evidence::SigningKey, StartupError> {
+    let error = |reason: String| StartupError::TreeKey {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    mercator_evidence::SigningKey::from_base64(&text).map_err(|e| error(e.to_string()))
+}
+
+/// Prunes on a schedule, the first time right away. A failed run is logged and the next
+/// one tries again.
+async fn retention_job(store: Store, retention: std::time::Duration, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = http::prune(&store, retention).await {
+            tracing::error!(%error, "the retention job failed; it runs again at the next interval");
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM. If a handler cannot be installed, that
