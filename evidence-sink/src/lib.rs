@@ -1,41 +1,62 @@
 //! The evidence sink of Mercator Jupiter: it receives the signed evidence records that
-//! the gateway's Envoy filter sends, verifies each one, keeps it in SQLite, and answers
-//! queries and exports.
+//! the gateway's Envoy filter sends, verifies each one, keeps it append-only in SQLite under
+//! a Merkle tree, and answers queries, exports, proofs and erasure requests.
 //!
 //! # How it fits
 //!
 //! The filter builds one record per request, signs it with the gateway's Ed25519 key
 //! (see `mercator_evidence` for the exact bytes signed) and posts it here. The sink
-//! trusts only the public keys in its keys file, refuses any record whose signature does
-//! not verify, and stores the RFC 8785 canonical JSON of each accepted record, signature
-//! included, so that anyone can verify a stored or exported record again without the sink.
-//! Stored evidence is never replaced: a record id seen twice with other content is refused.
+//! trusts only the public keys in its keys file, within each key's validity window
+//! ([`keys`](KeyRing)), refuses any record whose signature does not verify, and stores the
+//! RFC 8785 canonical JSON of each accepted record, signature included, so that anyone can
+//! verify a stored or exported record again without the sink. Stored evidence is never
+//! replaced: a record id seen twice with other content is refused.
+//!
+//! Each accepted record is also a leaf of an RFC 9162 Merkle tree, `SHA-256(0x00 ||
+//! canonical text)` ([`mercator_evidence::merkle`]); the sink signs the tree's size and root
+//! with its own key ([`mercator_evidence::tree_head`]) and serves inclusion and
+//! consistency proofs, so an auditor can show offline that an exported record is the one
+//! the sink accepted and that no accepted record was later changed or removed. Erasure and
+//! retention delete a record's content but keep its leaf. [`store`] is the storage seam
+//! (SQLite today; where a PostgreSQL backend goes is written there).
 //!
 //! # Endpoints
 //!
-//! | method and path | answer |
-//! |---|---|
-//! | `POST /v1/evidence` | one record or a JSON array of them, stored atomically: `201 {"accepted":N,"duplicates":M}` |
-//! | `GET /v1/evidence/{id}` | the stored record, byte for byte |
-//! | `GET /v1/evidence?user_id=&request_id=&decision=&from=&to=&limit=&format=` | records in insertion order as `json`, `jsonl` or `csv` |
-//! | `GET /v1/keys` | `{"keys":[{"key_id":…,"public_key":…}]}` |
-//! | `GET /healthz` | `{"status":"ok"}` once the database answers |
+//! | method and path | operator token | answer |
+//! |---|---|---|
+//! | `POST /v1/evidence` | no | one record or a JSON array of them, stored atomically: `201 {"accepted":N,"duplicates":M}` |
+//! | `GET /v1/keys` | no | the gateway keys with their validity windows |
+//! | `GET /v1/tree[?tree_size=N]` | no | the signed tree head |
+//! | `GET /v1/tree/key` | no | the sink's tree key |
+//! | `GET /v1/evidence/{id}/proof[?tree_size=N]` | no | the record's leaf, inclusion proof and tree head |
+//! | `GET /v1/tree/consistency?first=M[&second=N]` | no | the consistency proof between two sizes |
+//! | `GET /v1/evidence/{id}` | yes | the stored record, byte for byte; `410` once erased or pruned |
+//! | `GET /v1/evidence?…&limit=&cursor=&format=` | yes | a page of records (see [`parse_query`]) |
+//! | `GET /v1/evidence/export?…&format=` | yes | every matching record, streamed |
+//! | `GET /v1/evidence/bundle?…` | yes | records with their proofs and a tree head, for `mercator audit` |
+//! | `POST /v1/erasure` | yes | `{"user_id":…}`: erase that user's records' content |
+//! | `POST /v1/retention/prune` | yes | prune now what retention would |
+//! | `GET /healthz` | no | `{"status":"ok"}` once the database answers |
 //!
 //! Every refusal is `{"error":{"code":…,"message":…}}` with a stable code (see
-//! [`SinkError`]).
+//! [`SinkError`]). Proofs and tree heads are public because they reveal hashes, positions
+//! and the number of records, never content.
 //!
 //! # Running and testing
 //!
 //! ```text
 //! evidence-sink --listen 127.0.0.1:8600 --db evidence.sqlite --keys keys.json \
-//!               [--max-body-bytes 16777216]
+//!               --tree-key sink-tree.key --operator-token-sha256 <hex> \
+//!               [--retention-days 90] [--prune-interval-secs 3600] [--max-body-bytes 16777216]
 //! ```
 //!
-//! `keys.json` has the shape of `GET /v1/keys` (see [`load_keys`]). `RUST_LOG` sets the
-//! log level (default `info`). The sink stops cleanly on SIGINT or SIGTERM.
+//! `keys.json` has the shape of `GET /v1/keys` (see [`load_keys`]); `sink-tree.key` holds
+//! the base64 seed of the sink's own Ed25519 key. `RUST_LOG` sets the log level (default
+//! `info`). The sink stops cleanly on SIGINT or SIGTERM.
 //!
-//! `cargo test -p mercator-evidence-sink` runs unit tests beside the code and the HTTP
-//! tests in `tests/`, which call the router without a socket and use SQLite in memory.
+//! `cargo test -p mercator-evidence-sink` runs unit tests beside the code, the HTTP tests in
+//! `tests/http.rs` (the router without a socket, SQLite in memory) and the auditor's tests
+//! in `tests/audit.rs` (a SQLite file tampered with behind the sink's back).
 //!
 //! # The operator's tool
 //!

@@ -118,7 +118,7 @@ enum AuditCommand {
         file: PathBuf,
     },
     /// Check that tree head NEW extends tree head OLD, with the answer of
-    /// GET /v1/tree/consistency?first=<OLD size>&second=<NEW size>.
+    /// GET /v1/tree/consistency?first=OLD_SIZE&second=NEW_SIZE.
     Consistency {
         /// The sink's tree key, as GET /v1/tree/key serves it.
         #[arg(long)]
