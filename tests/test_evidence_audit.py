@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import sqlite3
 import subprocess
@@ -235,3 +236,18 @@ def test_a_record_edited_in_the_sinks_database_fails_the_audit(audit_stack, tmp_
     assert audited.returncode == 1
     assert audited.stdout.startswith("FAIL line")
     assert evidence_id in audited.stdout
+
+
+def test_a_hundred_megabyte_upload_is_refused_with_413_before_it_is_sent(audit_stack):
+    connection = http.client.HTTPConnection("127.0.0.1", audit_stack.sink_port, timeout=10)
+    connection.putrequest("POST", "/v1/evidence")
+    connection.putheader("content-type", "application/json")
+    connection.putheader("content-length", str(100 * 1024 * 1024))
+    connection.endheaders()
+    # Not a byte of the body is sent: the sink answers from the declared length alone.
+    response = connection.getresponse()
+
+    assert response.status == 413
+    assert json.loads(response.read())["error"]["code"] == "body_too_large"
+    connection.close()
+    assert http_get_json(f"{audit_stack.sink_url}/healthz") == {"status": "ok"}

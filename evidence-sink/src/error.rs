@@ -122,7 +122,7 @@ impl SinkError {
             Self::OperatorTokenNotConfigured => {
                 (StatusCode::FORBIDDEN, "operator_token_not_configured")
             }
-            Self::Removed { how, .. } => (StatusCode::GONE, how.code()),
+            Self::Removed { how, .. } => (StatusCode::GONE, how.as_str()),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Database(_) | Self::Internal(_) => {

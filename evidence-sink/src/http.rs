@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +24,7 @@ use crate::intake::verify_body;
 use crate::keys::{KeyRing, KeysDocument};
 use crate::operator::{Operator, OperatorToken};
 use crate::query::{parse_query, render_page, size_parameter, QueryKind};
-use crate::store::{Page, RecordLookup, Removal, Store};
+use crate::store::{Page, RecordLookup, Store};
 
 /// The largest body `POST /v1/evidence` takes unless `--max-body-bytes` says otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -97,6 +98,7 @@ pub fn app(state: AppState) -> Router {
 
 async fn accept_evidence(
     State(state): State<AppState>,
+    _length: DeclaredLength,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, SinkError> {
     let body = body.map_err(|rejection| body_error(&rejection, state.max_body_bytes))?;
@@ -123,6 +125,29 @@ async fn accept_evidence(
     };
     let body = json!({ "accepted": outcome.accepted, "duplicates": outcome.duplicates });
     Ok((status, Json(body)).into_response())
+}
+
+/// A request whose declared `content-length` is within the body limit. Extracted before
+/// the body, so a declared length over the limit is refused before a byte of the body is
+/// read; a body without a declared length is cut off as soon as it passes the limit.
+struct DeclaredLength;
+
+impl FromRequestParts<AppState> for DeclaredLength {
+    type Rejection = SinkError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, SinkError> {
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        match declared {
+            Some(length) if length > state.max_body_bytes as u64 => Err(SinkError::BodyTooLarge {
+                limit: state.max_body_bytes,
+            }),
+            _ => Ok(DeclaredLength),
+        }
+    }
 }
 
 fn body_error(rejection: &BytesRejection, limit: usize) -> SinkError {
@@ -486,12 +511,5 @@ fn shortened(text: &str) -> String {
         text.to_owned()
     } else {
         text.chars().take(64).collect::<String>() + "…"
-    }
-}
-
-impl Removal {
-    /// The stable error code of a record whose content is gone.
-    pub(crate) fn code(self) -> &'static str {
-        self.as_str()
     }
 }

@@ -58,14 +58,23 @@ impl FromRequestParts<AppState> for Operator {
             .headers
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(bearer_token);
         match presented {
             None => Err(SinkError::OperatorTokenRequired),
             Some(token) if expected.admits(token) => Ok(Operator),
             Some(_) => Err(SinkError::OperatorTokenInvalid),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110, 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 #[cfg(test)]
@@ -86,5 +95,14 @@ mod tests {
         assert!(!hash.admits(""));
         assert_eq!(OperatorToken::from_sha256_hex("mjop_secret"), None);
         assert!(!format!("{hash:?}").contains(&hex[..8]));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case_and_other_schemes_are_not() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
     }
 }

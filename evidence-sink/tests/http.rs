@@ -1194,3 +1194,22 @@ impl http_body::Body for CountedChunks {
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b' '; 1_000_000])))))
     }
 }
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
+    let sink = sink_with_limit(1024);
+    let polled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let request = Request::post("/v1/evidence")
+        .header(header::CONTENT_LENGTH, "104857600")
+        .body(Body::new(CountedChunks {
+            left: 100,
+            polled: std::sync::Arc::clone(&polled),
+        }))
+        .unwrap();
+
+    let answer = call(&sink, request).await;
+
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.error_code(), "body_too_large");
+    assert_eq!(polled.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -95,7 +95,8 @@ pub enum Removal {
 }
 
 impl Removal {
-    /// The word stored and shown: `erased` or `pruned`.
+    /// The word stored and shown, also the error code of a removed record: `erased` or
+    /// `pruned`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Erased => "erased",
