@@ -248,3 +248,66 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received; finishing open requests");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RecordLookup;
+
+    fn verified(id: &str, timestamp_unix_ns: i64) -> VerifiedRecord {
+        VerifiedRecord {
+            id: id.to_owned(),
+            timestamp: "t".to_owned(),
+            timestamp_unix_ns,
+            request_id: None,
+            user_id: Some("u".to_owned()),
+            provider: None,
+            model: None,
+            decision: None,
+            key_id: "k".to_owned(),
+            canonical: format!(r#"{{"id":"{id}"}}"#),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_retention_job_prunes_old_records_on_its_schedule_and_keeps_recent_ones() {
+        let store = Store::open_in_memory().unwrap();
+        let now = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap();
+        let day = 86_400 * 1_000_000_000i64;
+        store
+            .append(vec![
+                verified("evt_old", now - 3 * day),
+                verified("evt_new", now),
+            ])
+            .await
+            .unwrap();
+
+        let job = tokio::spawn(retention_job(
+            store.clone(),
+            std::time::Duration::from_secs(2 * 86_400),
+            std::time::Duration::from_secs(1),
+        ));
+        let mut pruned = false;
+        for _ in 0..50 {
+            if matches!(
+                store.record("evt_old".to_owned()).await.unwrap(),
+                RecordLookup::Removed { .. }
+            ) {
+                pruned = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        job.abort();
+
+        assert!(
+            pruned,
+            "the first run comes at once and prunes the old record"
+        );
+        assert!(matches!(
+            store.record("evt_new".to_owned()).await.unwrap(),
+            RecordLookup::Stored(_)
+        ));
+        assert_eq!(store.tree_size().await.unwrap(), 2);
+    }
+}
