@@ -67,8 +67,11 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# The sink signs its tree heads with its own key and knows the operator token only by its
+# SHA-256; the token itself is in $DEV/operator.token.
 setsid "$BIN/evidence-sink" --listen "127.0.0.1:$SINK_PORT" --db "$DEV/evidence.sqlite" \
-  --keys "$DEV/sink-keys.json" &
+  --keys "$DEV/sink-keys.json" --tree-key "$DEV/sink-tree.key" \
+  --operator-token-sha256 "$(cat "$DEV/operator-token.sha256")" &
 pids+=($!)
 # The stand-in expects the provider key, so a call that reaches it proves the gateway
 # swapped the caller's key for the provider's.
@@ -97,6 +100,8 @@ Demo API keys are in $DEV/demo.env. Try:
   curl --cacert $DEV/ca.pem https://localhost:$GATEWAY_PORT/v1/chat/completions \\
     -H "Authorization: Bearer \$MERCATOR_DEMO_FINANCE_KEY" -H 'content-type: application/json' \\
     -d '{"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}'
+The sink's query endpoints need the operator token in $DEV/operator.token:
+  curl -H "Authorization: Bearer \$(cat $DEV/operator.token)" http://127.0.0.1:$SINK_PORT/v1/evidence
 
 MSG
 wait -n "${pids[@]}"

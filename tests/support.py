@@ -68,15 +68,28 @@ def wait_for(check, what: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"{what} did not come up within {timeout} s")
 
 
-def http_get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as response:
+def http_get_json(url: str, token: str | None = None):
+    """GET and parse JSON; `token` is sent as a bearer token (the sink's operator token)."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
 
-def http_post(url: str, body: bytes, content_type: str = "application/json"):
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"content-type": content_type}
-    )
+def http_get_text(url: str, token: str | None = None) -> str:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read().decode()
+
+
+def http_post(
+    url: str, body: bytes, content_type: str = "application/json", token: str | None = None
+):
+    headers = {"content-type": content_type}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -118,6 +131,8 @@ class Stack:
     provider_key: str
     anthropic_key: str
     signing_key: str
+    operator_token: str
+    dev_dir: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -168,7 +183,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return http_get_json(f"{self.sink_url}/v1/evidence/{evidence_id}")
+                return http_get_json(
+                    f"{self.sink_url}/v1/evidence/{evidence_id}", self.operator_token
+                )
             except urllib.error.HTTPError as error:
                 if error.code != 404 or time.monotonic() > deadline:
                     raise
@@ -176,7 +193,13 @@ class Stack:
 
     def records_for_request(self, request_id: str) -> list[dict]:
         query = urllib.parse.urlencode({"request_id": request_id})
-        return http_get_json(f"{self.sink_url}/v1/evidence?{query}")["records"]
+        return http_get_json(f"{self.sink_url}/v1/evidence?{query}", self.operator_token)[
+            "records"
+        ]
+
+    def sink_get(self, path: str):
+        """GET a sink endpoint with the operator token, parsed as JSON."""
+        return http_get_json(f"{self.sink_url}{path}", self.operator_token)
 
     def public_keys(self) -> dict[str, bytes]:
         keys = http_get_json(f"{self.sink_url}/v1/keys")["keys"]
@@ -306,6 +329,8 @@ def start_stack(
         provider_key=provider["OPENAI_API_KEY"],
         anthropic_key=provider["ANTHROPIC_API_KEY"],
         signing_key=(dev / "signing.key").read_text().strip(),
+        operator_token=(dev / "operator.token").read_text().strip(),
+        dev_dir=dev,
     )
     run(
         [
@@ -345,6 +370,8 @@ def start_stack(
                 "--listen", f"127.0.0.1:{stack.sink_port}",
                 "--db", str(workdir / "evidence.sqlite"),
                 "--keys", str(dev / "sink-keys.json"),
+                "--tree-key", str(dev / "sink-tree.key"),
+                "--operator-token-sha256", (dev / "operator-token.sha256").read_text().strip(),
             ],
         )  # fmt: skip
         spawn(

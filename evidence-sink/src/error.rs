@@ -5,10 +5,13 @@
 //! mistakes are answered and logged at debug at most; internal failures are logged once,
 //! here, at error level, and answered without their details.
 
-use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+
+use crate::store::Removal;
 
 /// Why the sink refused or failed a request.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,11 @@ pub enum SinkError {
     /// A record names a `key_id` that the sink was not started with.
     #[error("{0}")]
     UnknownKey(String),
+
+    /// A record's signature is good, but its timestamp is outside its key's validity
+    /// window: the key was not yet valid, rotated out or revoked.
+    #[error("{0}")]
+    KeyNotValid(String),
 
     /// A record's id is already stored with different content; evidence is never replaced.
     #[error("{0}")]
@@ -51,6 +59,30 @@ pub enum SinkError {
         /// The parameter's name as the client sent it.
         parameter: String,
         /// What is wrong with it.
+        message: String,
+    },
+
+    /// The request needs the operator token and sent none.
+    #[error("this endpoint needs the operator token: send `Authorization: Bearer <token>`")]
+    OperatorTokenRequired,
+
+    /// The request sent a token that is not the operator token.
+    #[error("the operator token is not valid")]
+    OperatorTokenInvalid,
+
+    /// The sink was started without an operator token hash, so nobody may use this endpoint.
+    #[error(
+        "no operator token is configured (--operator-token-sha256), so query, export, \
+         erasure and pruning are off"
+    )]
+    OperatorTokenNotConfigured,
+
+    /// The record's content was erased or pruned; its leaf stays in the tree.
+    #[error("{message}")]
+    Removed {
+        /// Erased or pruned.
+        how: Removal,
+        /// What happened and when.
         message: String,
     },
 
@@ -80,10 +112,17 @@ impl SinkError {
             Self::InvalidRecord(_) => (StatusCode::BAD_REQUEST, "invalid_record"),
             Self::SignatureInvalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "signature_invalid"),
             Self::UnknownKey(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_key"),
+            Self::KeyNotValid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "key_not_valid"),
             Self::ConflictingDuplicate(_) => (StatusCode::CONFLICT, "conflicting_duplicate"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, "body_unreadable"),
             Self::InvalidQuery { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::OperatorTokenRequired => (StatusCode::UNAUTHORIZED, "operator_token_required"),
+            Self::OperatorTokenInvalid => (StatusCode::UNAUTHORIZED, "operator_token_invalid"),
+            Self::OperatorTokenNotConfigured => {
+                (StatusCode::FORBIDDEN, "operator_token_not_configured")
+            }
+            Self::Removed { how, .. } => (StatusCode::GONE, how.as_str()),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Database(_) | Self::Internal(_) => {
@@ -106,7 +145,14 @@ impl IntoResponse for SinkError {
         };
 
         let body = json!({ "error": { "code": code, "message": message } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mercator-evidence-sink\""),
+            );
+        }
+        response
     }
 }
 
@@ -132,6 +178,14 @@ mod tests {
             SinkError::BodyTooLarge { limit: 1 },
             SinkError::BodyUnreadable("x".to_owned()),
             SinkError::NotFound("x".to_owned()),
+            SinkError::KeyNotValid("x".to_owned()),
+            SinkError::OperatorTokenRequired,
+            SinkError::OperatorTokenInvalid,
+            SinkError::OperatorTokenNotConfigured,
+            SinkError::Removed {
+                how: Removal::Erased,
+                message: "x".to_owned(),
+            },
         ];
 
         for error in errors {

@@ -5,13 +5,13 @@
 //! A body is one record (a JSON object) or a batch (a JSON array of them). The first
 //! record that fails refuses the whole body: a batch is stored entirely or not at all.
 
-use mercator_evidence::{canonical_json, verify_record, Verdict};
+use mercator_evidence::canonical_json;
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::SinkError;
-use crate::keys::KeyRing;
+use crate::keys::{KeyRefusal, KeyRing};
 
 /// A verified record with the members the store indexes, and the exact text to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,21 +83,16 @@ fn verify_one(value: &Value, label: &str, keys: &KeyRing) -> Result<VerifiedReco
     required_string(object, "key_id", &label)?;
     required_string(object, "signature", &label)?;
 
-    let key_id = match verify_record(value, |key_id| keys.get(key_id)) {
-        Verdict::Valid { key_id } => key_id,
-        unknown @ Verdict::UnknownKey(_) => {
-            return Err(SinkError::UnknownKey(format!(
-                "{label}: {}",
-                unknown.reason()
-            )));
-        }
-        refused => {
-            return Err(SinkError::SignatureInvalid(format!(
-                "{label}: {}",
-                refused.reason()
-            )));
-        }
-    };
+    let key_id = keys
+        .verify(value, Some(timestamp_unix_ns))
+        .map_err(|refusal| {
+            let message = format!("{label}: {}", refusal.reason());
+            match refusal {
+                KeyRefusal::UnknownKey(_) => SinkError::UnknownKey(message),
+                KeyRefusal::BadSignature(_) => SinkError::SignatureInvalid(message),
+                KeyRefusal::OutsideWindow(_) => SinkError::KeyNotValid(message),
+            }
+        })?;
 
     let canonical = canonical_json(object)
         .ok()

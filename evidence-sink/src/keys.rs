@@ -8,12 +8,36 @@
 //!
 //! Every `key_id` must be the id derived from its `public_key` (see `mercator_evidence`
 //! on key ids), so a file cannot vouch for a key under another key's name.
+//!
+//! # Validity windows
+//!
+//! An entry may bound when its key signs, with RFC 3339 instants:
+//!
+//! ```json
+//! {"key_id": "ed25519:…", "public_key": "…",
+//!  "not_before": "2026-01-01T00:00:00Z", "not_after": "2027-01-01T00:00:00Z",
+//!  "revoked_at": "2026-06-30T12:00:00Z"}
+//! ```
+//!
+//! A record verifies with a key only if its own `timestamp` is at or after `not_before`
+//! and before both `not_after` and `revoked_at` (each when given). So a key rotated out
+//! (`not_after`) or revoked (`revoked_at`) still verifies the records it signed while it
+//! was valid, and refuses records claimed to be signed later. Entries without these
+//! members (the format before windows existed) are valid at every instant.
+//!
+//! The window is judged by the record's own timestamp, which the signer chose: someone who
+//! stole a key can back-date a forgery into its window. What protects records already
+//! accepted is the sink's Merkle tree: a forgery added later gets a later leaf, outside
+//! every tree head signed before the theft was noticed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mercator_evidence::{KeyError, VerifyingKey};
+use mercator_evidence::{verify_record, KeyError, Verdict, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::intake::record_instant;
 
 /// Why a keys file could not be loaded. Each variant names the file or the entry.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +96,21 @@ pub enum KeysError {
         derived: String,
     },
 
+    /// An instant of a validity window is not RFC 3339, or the window is empty.
+    #[error("keys file {path}, entry {index} ({key_id}): `{field}` {reason}")]
+    BadWindow {
+        /// The file.
+        path: PathBuf,
+        /// The entry's position, from 0.
+        index: usize,
+        /// The id the entry states.
+        key_id: String,
+        /// `not_before`, `not_after` or `revoked_at`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Two entries have the same key id.
     #[error("keys file {path}, entry {index}: key {key_id} is listed twice")]
     Duplicate {
@@ -92,6 +131,77 @@ pub struct KeyEntry {
     pub key_id: String,
     /// The standard base64 of the raw 32-byte Ed25519 public key.
     pub public_key: String,
+    /// Records timestamped before this instant are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// Records timestamped at or after this instant are refused (the key was rotated out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// Records timestamped at or after this instant are refused (the key was revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+impl KeyEntry {
+    /// An entry valid at every instant.
+    pub fn unbounded(key_id: String, public_key: String) -> Self {
+        Self {
+            key_id,
+            public_key,
+            not_before: None,
+            not_after: None,
+            revoked_at: None,
+        }
+    }
+}
+
+/// When a key may sign, in Unix nanoseconds; `None` leaves a side open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyWindow {
+    /// The first instant a record may carry.
+    pub not_before: Option<i64>,
+    /// The first instant a record may no longer carry (rotation).
+    pub not_after: Option<i64>,
+    /// The first instant a record may no longer carry (revocation).
+    pub revoked_at: Option<i64>,
+}
+
+impl KeyWindow {
+    /// Why a record timestamped `at` falls outside the window, if it does.
+    pub fn refusal(&self, at: i64) -> Option<&'static str> {
+        if self.not_before.is_some_and(|start| at < start) {
+            return Some("is before the key's not_before");
+        }
+        if self.revoked_at.is_some_and(|revoked| at >= revoked) {
+            return Some("is at or after the key's revoked_at");
+        }
+        if self.not_after.is_some_and(|end| at >= end) {
+            return Some("is at or after the key's not_after");
+        }
+        None
+    }
+}
+
+/// Why a record does not verify against the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// No trusted key has the record's `key_id`.
+    UnknownKey(String),
+    /// The signature is missing, malformed or wrong.
+    BadSignature(String),
+    /// The signature is good, but the record's timestamp is outside its key's window.
+    OutsideWindow(String),
+}
+
+impl KeyRefusal {
+    /// The sentence for the caller.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::UnknownKey(reason) | Self::BadSignature(reason) | Self::OutsideWindow(reason) => {
+                reason
+            }
+        }
+    }
 }
 
 /// The document of a keys file and of `GET /v1/keys`.
@@ -105,7 +215,14 @@ pub struct KeysDocument {
 /// The verifying keys that the sink accepts records from, by key id.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
-    keys: BTreeMap<String, VerifyingKey>,
+    keys: BTreeMap<String, TrustedKey>,
+}
+
+#[derive(Debug, Clone)]
+struct TrustedKey {
+    key: VerifyingKey,
+    window: KeyWindow,
+    entry: KeyEntry,
 }
 
 impl KeyRing {
@@ -113,7 +230,15 @@ impl KeyRing {
     pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
         let keys = keys
             .into_iter()
-            .map(|key| (key.key_id().as_str().to_owned(), key))
+            .map(|key| {
+                let entry = KeyEntry::unbounded(key.key_id().to_string(), key.to_base64());
+                let trusted = TrustedKey {
+                    key,
+                    window: KeyWindow::default(),
+                    entry,
+                };
+                (trusted.entry.key_id.clone(), trusted)
+            })
             .collect();
         Self { keys }
     }
@@ -148,7 +273,13 @@ impl KeyRing {
                 });
             }
 
-            if keys.insert(entry.key_id.clone(), key).is_some() {
+            let window = window_of(entry, index, path)?;
+            let trusted = TrustedKey {
+                key,
+                window,
+                entry: entry.clone(),
+            };
+            if keys.insert(entry.key_id.clone(), trusted).is_some() {
                 return Err(KeysError::Duplicate {
                     path: path.to_owned(),
                     index,
@@ -162,7 +293,39 @@ impl KeyRing {
 
     /// The key with this id, if the sink trusts one.
     pub fn get(&self, key_id: &str) -> Option<&VerifyingKey> {
-        self.keys.get(key_id)
+        self.keys.get(key_id).map(|trusted| &trusted.key)
+    }
+
+    /// Verifies a record: its signature by a trusted key, and its `timestamp` (given as
+    /// Unix nanoseconds, `None` when it is missing or not RFC 3339) inside that key's
+    /// window. Returns the id of the key that signed.
+    pub fn verify(&self, record: &Value, timestamp: Option<i64>) -> Result<String, KeyRefusal> {
+        let key_id = match verify_record(record, |id| self.get(id)) {
+            Verdict::Valid { key_id } => key_id,
+            unknown @ Verdict::UnknownKey(_) => {
+                return Err(KeyRefusal::UnknownKey(unknown.reason()))
+            }
+            refused => return Err(KeyRefusal::BadSignature(refused.reason())),
+        };
+        let Some(trusted) = self.keys.get(&key_id) else {
+            return Err(KeyRefusal::UnknownKey(format!(
+                "no known verifying key has id `{key_id}`"
+            )));
+        };
+        if trusted.window == KeyWindow::default() {
+            return Ok(key_id);
+        }
+        let Some(at) = timestamp else {
+            return Err(KeyRefusal::OutsideWindow(format!(
+                "key {key_id} has a validity window and the record has no RFC 3339 `timestamp`"
+            )));
+        };
+        match trusted.window.refusal(at) {
+            None => Ok(key_id),
+            Some(why) => Err(KeyRefusal::OutsideWindow(format!(
+                "the record's timestamp {why}: key {key_id} did not sign records then"
+            ))),
+        }
     }
 
     /// How many keys the ring holds.
@@ -184,14 +347,41 @@ impl KeyRing {
     pub fn to_document(&self) -> KeysDocument {
         let keys = self
             .keys
-            .iter()
-            .map(|(key_id, key)| KeyEntry {
-                key_id: key_id.clone(),
-                public_key: key.to_base64(),
-            })
+            .values()
+            .map(|trusted| trusted.entry.clone())
             .collect();
         KeysDocument { keys }
     }
+}
+
+fn window_of(entry: &KeyEntry, index: usize, path: &Path) -> Result<KeyWindow, KeysError> {
+    let bad = |field: &'static str, reason: &str| KeysError::BadWindow {
+        path: path.to_owned(),
+        index,
+        key_id: entry.key_id.clone(),
+        field,
+        reason: reason.to_owned(),
+    };
+    let instant = |field: &'static str, value: &Option<String>| match value {
+        None => Ok(None),
+        Some(text) => record_instant(text).map(Some).ok_or_else(|| {
+            bad(
+                field,
+                "is not an RFC 3339 instant such as 2027-01-01T00:00:00Z",
+            )
+        }),
+    };
+    let window = KeyWindow {
+        not_before: instant("not_before", &entry.not_before)?,
+        not_after: instant("not_after", &entry.not_after)?,
+        revoked_at: instant("revoked_at", &entry.revoked_at)?,
+    };
+    if let (Some(start), Some(end)) = (window.not_before, window.not_after) {
+        if start >= end {
+            return Err(bad("not_after", "must be later than not_before"));
+        }
+    }
+    Ok(window)
 }
 
 /// Reads and checks a keys file (see the module docs for its shape).
@@ -220,13 +410,11 @@ pub fn load_keys(path: &Path) -> Result<KeyRing, KeysError> {
 mod tests {
     use super::*;
     use mercator_evidence::SigningKey;
+    use serde_json::json;
 
     fn entry_of(seed: u8) -> KeyEntry {
         let key = SigningKey::from_seed(&[seed; 32]).verifying_key();
-        KeyEntry {
-            key_id: key.key_id().to_string(),
-            public_key: key.to_base64(),
-        }
+        KeyEntry::unbounded(key.key_id().to_string(), key.to_base64())
     }
 
     fn check(keys: Vec<KeyEntry>) -> Result<KeyRing, KeysError> {
@@ -288,6 +476,95 @@ mod tests {
         std::fs::write(&path, r#"{"keys":[],"extra":1}"#).unwrap();
 
         assert!(matches!(load_keys(&path), Err(KeysError::Parse { .. })));
+    }
+
+    fn signed_at(seed: u8, timestamp: &str) -> Value {
+        let mut record: mercator_evidence::EvidenceRecord = serde_json::from_str(include_str!(
+            "../../crates/evidence/testdata/signed-record.json"
+        ))
+        .unwrap();
+        record.timestamp = timestamp.to_owned();
+        let text = record.sign(&SigningKey::from_seed(&[seed; 32])).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn verify_at(ring: &KeyRing, record: &Value) -> Result<String, KeyRefusal> {
+        let at = record["timestamp"].as_str().and_then(record_instant);
+        ring.verify(record, at)
+    }
+
+    #[test]
+    fn a_rotated_and_a_revoked_key_verify_only_inside_their_windows() {
+        let mut rotated = entry_of(1);
+        rotated.not_before = Some("2026-01-01T00:00:00Z".to_owned());
+        rotated.not_after = Some("2026-07-01T00:00:00Z".to_owned());
+        let mut revoked = entry_of(2);
+        revoked.revoked_at = Some("2026-03-01T12:00:00+01:00".to_owned());
+        let ring = check(vec![rotated, revoked, entry_of(3)]).unwrap();
+
+        assert!(verify_at(&ring, &signed_at(1, "2026-03-01T00:00:00Z")).is_ok());
+        assert!(matches!(
+            verify_at(&ring, &signed_at(1, "2025-12-31T23:59:59.999Z")),
+            Err(KeyRefusal::OutsideWindow(m)) if m.contains("not_before")
+        ));
+        assert!(matches!(
+            verify_at(&ring, &signed_at(1, "2026-07-01T00:00:00Z")),
+            Err(KeyRefusal::OutsideWindow(m)) if m.contains("not_after")
+        ));
+        assert!(verify_at(&ring, &signed_at(2, "2026-03-01T10:59:59.999Z")).is_ok());
+        assert!(matches!(
+            verify_at(&ring, &signed_at(2, "2026-03-01T11:00:00Z")),
+            Err(KeyRefusal::OutsideWindow(m)) if m.contains("revoked_at")
+        ));
+        assert!(verify_at(&ring, &signed_at(3, "2099-01-01T00:00:00Z")).is_ok());
+        assert!(matches!(
+            verify_at(&ring, &signed_at(9, "2026-03-01T00:00:00Z")),
+            Err(KeyRefusal::UnknownKey(_))
+        ));
+        let mut tampered = signed_at(1, "2026-03-01T00:00:00Z");
+        tampered["timestamp"] = json!("2026-03-02T00:00:00Z");
+        assert!(matches!(
+            verify_at(&ring, &tampered),
+            Err(KeyRefusal::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn bad_window_instants_and_empty_windows_are_refused_by_field() {
+        let mut bad = entry_of(1);
+        bad.revoked_at = Some("last week".to_owned());
+        let mut empty = entry_of(2);
+        empty.not_before = Some("2027-01-01T00:00:00Z".to_owned());
+        empty.not_after = Some("2026-01-01T00:00:00Z".to_owned());
+
+        assert!(matches!(
+            check(vec![bad]),
+            Err(KeysError::BadWindow {
+                field: "revoked_at",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check(vec![empty]),
+            Err(KeysError::BadWindow {
+                field: "not_after",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_keys_file_without_windows_still_loads_and_is_served_as_it_was() {
+        let entry = entry_of(5);
+        let text = format!(
+            r#"{{"keys":[{{"key_id":"{}","public_key":"{}"}}]}}"#,
+            entry.key_id, entry.public_key
+        );
+        let document: KeysDocument = serde_json::from_str(&text).unwrap();
+
+        let ring = check(document.keys).unwrap();
+
+        assert_eq!(serde_json::to_string(&ring.to_document()).unwrap(), text);
     }
 
     #[test]

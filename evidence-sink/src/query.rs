@@ -1,9 +1,14 @@
-//! `GET /v1/evidence`: the query parameters, checked, and the three export formats.
+//! The query parameters of `GET /v1/evidence` (a page), `GET /v1/evidence/export` (every
+//! matching record, streamed) and `GET /v1/evidence/bundle` (records with their proofs),
+//! checked, and the three export formats.
 //!
-//! Parameters: `user_id`, `request_id`, `decision` (exact matches), `from` (inclusive)
-//! and `to` (exclusive) as RFC 3339 instants compared with each record's `timestamp`,
-//! `limit` (1 to 1000, default 100) and `format` (`json`, `jsonl` or `csv`). Anything
-//! else is refused, so that a typo such as `userid=` cannot silently widen an audit.
+//! Filters, on every one of them: `user_id`, `request_id`, `provider`, `model`,
+//! `decision` (exact matches), `from` (inclusive) and `to` (exclusive) as RFC 3339
+//! instants compared with each record's `timestamp`. A page also takes `limit` (1 to 1000,
+//! default 100) and `cursor` (the `next_cursor` of the page before); a page and an export
+//! take `format` (`json`, `jsonl` or `csv`). Anything else is refused, so that a typo such
+//! as `userid=` cannot silently widen an audit, and so is a range whose `from` is not
+//! before its `to`.
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -12,11 +17,11 @@ use serde_json::Value;
 
 use crate::error::SinkError;
 use crate::intake::record_instant;
-use crate::store::RecordFilter;
+use crate::store::{RecordFilter, StoredRow};
 
-/// How many records a query returns when it does not say.
+/// How many records a page holds when the query does not say.
 pub const DEFAULT_LIMIT: u32 = 100;
-/// The most records one query returns.
+/// The most records one page holds.
 pub const MAX_LIMIT: u32 = 1000;
 
 /// The columns of the CSV export, in order.
@@ -40,13 +45,24 @@ pub const CSV_COLUMNS: [&str; 14] = [
 /// The shape of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExportFormat {
-    /// `{"records":[…],"count":N}`.
+    /// `{"records":[…],"count":N}` (a page adds `next_cursor`).
     #[default]
     Json,
     /// One record per line.
     Jsonl,
     /// One row per record, the columns of [`CSV_COLUMNS`].
     Csv,
+}
+
+/// Which endpoint the parameters are for: each takes a different set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// `GET /v1/evidence`: filters, `limit`, `cursor`, `format`.
+    Page,
+    /// `GET /v1/evidence/export`: filters and `format`.
+    Export,
+    /// `GET /v1/evidence/bundle`: filters only.
+    Bundle,
 }
 
 /// A checked query.
@@ -56,16 +72,26 @@ pub struct EvidenceQuery {
     pub filter: RecordFilter,
     /// In which format.
     pub format: ExportFormat,
+    /// At most this many (pages only).
+    pub limit: u32,
+    /// After this position (pages only; 0 from the start).
+    pub cursor: i64,
 }
 
-/// Checks the query's parameters, naming the first one that is wrong.
-pub fn parse_query(pairs: &[(String, String)]) -> Result<EvidenceQuery, SinkError> {
-    let mut filter = RecordFilter {
+/// Checks the query's parameters for `kind`, naming the first one that is wrong.
+pub fn parse_query(
+    pairs: &[(String, String)],
+    kind: QueryKind,
+) -> Result<EvidenceQuery, SinkError> {
+    let mut query = EvidenceQuery {
+        filter: RecordFilter::default(),
+        format: ExportFormat::default(),
         limit: DEFAULT_LIMIT,
-        ..RecordFilter::default()
+        cursor: 0,
     };
-    let mut format = ExportFormat::default();
     let mut seen: Vec<&str> = Vec::new();
+    let page = kind == QueryKind::Page;
+    let formatted = kind != QueryKind::Bundle;
 
     for (name, value) in pairs {
         if seen.contains(&name.as_str()) {
@@ -74,23 +100,53 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<EvidenceQuery, SinkErro
         seen.push(name);
 
         match name.as_str() {
-            "user_id" => filter.user_id = Some(value.clone()),
-            "request_id" => filter.request_id = Some(value.clone()),
-            "decision" => filter.decision = Some(decision(value)?),
-            "from" => filter.from_unix_ns = Some(instant(name, value)?),
-            "to" => filter.to_unix_ns = Some(instant(name, value)?),
-            "limit" => filter.limit = limit(value)?,
-            "format" => format = export_format(value)?,
+            "user_id" => query.filter.user_id = Some(value.clone()),
+            "request_id" => query.filter.request_id = Some(value.clone()),
+            "provider" => query.filter.provider = Some(value.clone()),
+            "model" => query.filter.model = Some(value.clone()),
+            "decision" => query.filter.decision = Some(decision(value)?),
+            "from" => query.filter.from_unix_ns = Some(instant(name, value)?),
+            "to" => query.filter.to_unix_ns = Some(instant(name, value)?),
+            "limit" if page => query.limit = limit(value)?,
+            "cursor" if page => query.cursor = cursor(value)?,
+            "format" if formatted => query.format = export_format(value)?,
             _ => {
-                return Err(invalid(
-                    name,
-                    "is not known; use user_id, request_id, decision, from, to, limit or format",
-                ))
+                let known = match kind {
+                    QueryKind::Page => "user_id, request_id, provider, model, decision, from, to, limit, cursor or format",
+                    QueryKind::Export => "user_id, request_id, provider, model, decision, from, to or format",
+                    QueryKind::Bundle => "user_id, request_id, provider, model, decision, from or to",
+                };
+                return Err(invalid(name, &format!("is not known here; use {known}")));
             }
         }
     }
 
-    Ok(EvidenceQuery { filter, format })
+    if let (Some(from), Some(to)) = (query.filter.from_unix_ns, query.filter.to_unix_ns) {
+        if from >= to {
+            return Err(invalid(
+                "to",
+                "must be later than `from`: the range is from (inclusive) to (exclusive)",
+            ));
+        }
+    }
+    Ok(query)
+}
+
+/// A tree size or a leaf count from a query string.
+pub fn size_parameter(name: &str, value: &str) -> Result<u64, SinkError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|size| *size <= i64::MAX as u64)
+        .ok_or_else(|| invalid(name, "must be a whole number of leaves"))
+}
+
+fn cursor(value: &str) -> Result<i64, SinkError> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|position| *position >= 0)
+        .ok_or_else(|| invalid("cursor", "must be the next_cursor of an earlier page"))
 }
 
 fn invalid(parameter: &str, message: &str) -> SinkError {
@@ -157,39 +213,79 @@ fn export_format(value: &str) -> Result<ExportFormat, SinkError> {
     }
 }
 
-/// Renders stored record texts in `format`. The JSON forms embed each text verbatim, so
-/// an exported record is byte for byte the one `GET /v1/evidence/{id}` returns.
-pub fn render(format: ExportFormat, records: &[String]) -> Result<Response, SinkError> {
-    match format {
+/// Renders a page of records in `format`, with the cursor of the next page if there may be
+/// one. The JSON forms embed each text verbatim, so an exported record is byte for byte the
+/// one `GET /v1/evidence/{id}` returns.
+pub fn render_page(
+    format: ExportFormat,
+    rows: &[StoredRow],
+    next_cursor: Option<i64>,
+) -> Result<Response, SinkError> {
+    let texts: Vec<&str> = rows.iter().map(|row| row.text.as_str()).collect();
+    let next = next_cursor.map(|position| position.to_string());
+    let mut response = match format {
         ExportFormat::Json => {
+            let cursor = next
+                .as_ref()
+                .map_or_else(|| "null".to_owned(), |c| format!("\"{c}\""));
             let body = format!(
-                r#"{{"records":[{}],"count":{}}}"#,
-                records.join(","),
-                records.len()
+                r#"{{"records":[{}],"count":{},"next_cursor":{cursor}}}"#,
+                texts.join(","),
+                texts.len()
             );
-            Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+            ([(CONTENT_TYPE, "application/json")], body).into_response()
         }
         ExportFormat::Jsonl => {
-            let body: String = records.iter().map(|text| format!("{text}\n")).collect();
-            Ok(([(CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+            let body: String = texts.iter().map(|text| format!("{text}\n")).collect();
+            ([(CONTENT_TYPE, "application/x-ndjson")], body).into_response()
         }
         ExportFormat::Csv => {
-            let body = csv_of(records)?;
-            Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
+            let mut body = csv_header()?;
+            body.extend(csv_rows(&texts)?);
+            ([(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
         }
+    };
+    if let Some(next) = next {
+        if let Ok(value) = next.parse() {
+            response.headers_mut().insert(NEXT_CURSOR_HEADER, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The header that carries a page's next cursor in every format.
+pub const NEXT_CURSOR_HEADER: &str = "x-mercator-next-cursor";
+
+/// The content type of an export in `format`.
+pub fn content_type(format: ExportFormat) -> &'static str {
+    match format {
+        ExportFormat::Json => "application/json",
+        ExportFormat::Jsonl => "application/x-ndjson",
+        ExportFormat::Csv => "text/csv; charset=utf-8",
     }
 }
 
-/// The CSV export: one header row, then one row per record.
+/// The CSV header line.
+pub fn csv_header() -> Result<Vec<u8>, SinkError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(CSV_COLUMNS).map_err(csv_error)?;
+    writer
+        .into_inner()
+        .map_err(|e| SinkError::Internal(format!("CSV export failed: {e}")))
+}
+
+fn csv_error(e: csv::Error) -> SinkError {
+    SinkError::Internal(format!("CSV export failed: {e}"))
+}
+
+/// CSV rows, one per record, without the header.
 ///
 /// Cells are the record's values as they are. A spreadsheet may read a cell that starts
 /// with `=` as a formula, and `request_id` comes from a header that clients can set; the
 /// export does not alter cells against that, so open it as text or import it, do not
 /// double-click it.
-fn csv_of(records: &[String]) -> Result<Vec<u8>, SinkError> {
-    let csv_error = |e: csv::Error| SinkError::Internal(format!("CSV export failed: {e}"));
+pub fn csv_rows(records: &[&str]) -> Result<Vec<u8>, SinkError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record(CSV_COLUMNS).map_err(csv_error)?;
 
     for text in records {
         let record: Value = serde_json::from_str(text)
@@ -239,7 +335,7 @@ mod tests {
     }
 
     fn refused_parameter(list: &[(&str, &str)]) -> String {
-        match parse_query(&pairs(list)) {
+        match parse_query(&pairs(list), QueryKind::Page) {
             Err(SinkError::InvalidQuery { parameter, .. }) => parameter,
             other => panic!("expected invalid_query, got {other:?}"),
         }
@@ -247,9 +343,9 @@ mod tests {
 
     #[test]
     fn no_parameters_give_the_default_limit_and_json() {
-        let query = parse_query(&[]).unwrap();
+        let query = parse_query(&[], QueryKind::Page).unwrap();
 
-        assert_eq!(query.filter.limit, DEFAULT_LIMIT);
+        assert_eq!(query.limit, DEFAULT_LIMIT);
         assert_eq!(query.format, ExportFormat::Json);
     }
 
@@ -267,11 +363,48 @@ mod tests {
             refused_parameter(&[("user_id", "a"), ("user_id", "b")]),
             "user_id"
         );
+        assert_eq!(refused_parameter(&[("cursor", "-4")]), "cursor");
+        assert_eq!(
+            refused_parameter(&[
+                ("from", "2026-12-03T10:00:00Z"),
+                ("to", "2026-12-03T10:00:00Z")
+            ]),
+            "to"
+        );
+        assert_eq!(
+            refused_parameter(&[
+                ("from", "2026-12-03T11:00:00+01:00"),
+                ("to", "2026-12-03T09:59:00Z")
+            ]),
+            "to"
+        );
+    }
+
+    #[test]
+    fn each_endpoint_takes_only_its_own_parameters() {
+        let limited = pairs(&[("limit", "5")]);
+        let formatted = pairs(&[("format", "csv")]);
+
+        assert!(parse_query(&limited, QueryKind::Export).is_err());
+        assert!(parse_query(&formatted, QueryKind::Bundle).is_err());
+        let export = parse_query(&formatted, QueryKind::Export).unwrap();
+        assert_eq!(export.format, ExportFormat::Csv);
+        let all = parse_query(
+            &pairs(&[("provider", "openai"), ("model", "gpt-4"), ("cursor", "12")]),
+            QueryKind::Page,
+        )
+        .unwrap();
+        assert_eq!(all.filter.provider.as_deref(), Some("openai"));
+        assert_eq!(all.filter.model.as_deref(), Some("gpt-4"));
+        assert_eq!(all.cursor, 12);
     }
 
     #[test]
     fn an_offset_broken_by_query_decoding_gets_a_hint() {
-        let Err(error) = parse_query(&pairs(&[("from", "2026-12-03T10:30:00 01:00")])) else {
+        let Err(error) = parse_query(
+            &pairs(&[("from", "2026-12-03T10:30:00 01:00")]),
+            QueryKind::Page,
+        ) else {
             panic!("a space is not an offset");
         };
 
@@ -282,7 +415,8 @@ mod tests {
     fn csv_cells_are_quoted_when_they_need_it() {
         let record = r#"{"id":"evt_1","request_id":"a,\"b\"\nc","cost":0.5,"token_usage":null,"response":{"status":200}}"#;
 
-        let text = String::from_utf8(csv_of(&[record.to_owned()]).unwrap()).unwrap();
+        let text = String::from_utf8(csv_header().unwrap()).unwrap()
+            + &String::from_utf8(csv_rows(&[record]).unwrap()).unwrap();
 
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let row = reader.records().next().unwrap().unwrap();

@@ -26,14 +26,26 @@
 //! 32 bytes, so anyone holding the public key can derive the id and nobody can pick an
 //! id for a key they do not hold.
 //!
+//! # The Merkle tree and the signed tree head
+//!
+//! The sink appends every record it accepts to a Merkle tree in the style of RFC 6962 /
+//! RFC 9162 ([`merkle`]): the leaf of a record is `SHA-256(0x00 || c)` where `c` is the
+//! record's RFC 8785 canonical JSON **with** its `signature` (exactly the bytes the sink
+//! stores and serves), an interior node is `SHA-256(0x01 || left || right)`, and leaves
+//! are numbered from 0 in the order the sink accepted them. The sink signs the tree's
+//! size and root with its own Ed25519 key ([`tree_head`]), by the same rule as records:
+//! the signature covers the canonical JSON of the head without `signature`.
+//!
 //! # Testing
 //!
 //! `cargo test -p mercator-evidence` runs the unit tests, which include a fixed vector
 //! that the Python integration tests check with independent RFC 8785 and Ed25519 code.
 
 mod keys;
+pub mod merkle;
 mod record;
 mod signing;
+pub mod tree_head;
 
 pub use keys::{KeyError, KeyId, SigningKey, VerifyingKey};
 pub use record::{
@@ -42,3 +54,4 @@ pub use record::{
     TokenUsage, RECORD_SCHEMA,
 };
 pub use signing::{canonical_json, signing_payload, verify_record, EvidenceError, Verdict};
+pub use tree_head::{verify_tree_head, TreeHead, TreeHeadError, TREE_HEAD_SCHEMA};

@@ -14,6 +14,7 @@ use mercator_evidence_sink::load_keys;
 use mercator_evidence_sink::tools::api_key::{
     api_key_sha256, entries_yaml, key_from_input, new_api_key, NewApiKeyRequest,
 };
+use mercator_evidence_sink::tools::audit::{audit_bundle, audit_consistency, tree_key_from_json};
 use mercator_evidence_sink::tools::cert::{
     certificate_authority, client_certificate, ClientRequest,
 };
@@ -38,7 +39,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Make the development CA, server certificate, signing key, sink keys file, demo API
-    /// keys and stand-in provider keys; files that exist are kept.
+    /// keys, stand-in provider keys, the sink's tree key and operator token; files that
+    /// exist are kept.
     DevInit {
         /// Directory of the development material.
         #[arg(long, default_value = ".dev")]
@@ -93,6 +95,43 @@ enum Command {
         keys: PathBuf,
         /// The records; `-` reads standard input.
         file: PathBuf,
+    },
+
+    /// Audit the sink's evidence offline: a bundle's signatures and inclusion proofs
+    /// against its signed tree head, or the consistency of two tree heads.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check a bundle (GET /v1/evidence/bundle): the tree head's signature, every record's
+    /// signature and inclusion proof. Prints a summary, or the first failure.
+    Bundle {
+        /// The gateway's verifying keys, shaped like the sink's keys file.
+        #[arg(long)]
+        keys: PathBuf,
+        /// The sink's tree key, as GET /v1/tree/key serves it.
+        #[arg(long)]
+        tree_key: PathBuf,
+        /// The bundle; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Check that tree head NEW extends tree head OLD, with the answer of
+    /// GET /v1/tree/consistency?first=OLD_SIZE&second=NEW_SIZE.
+    Consistency {
+        /// The sink's tree key, as GET /v1/tree/key serves it.
+        #[arg(long)]
+        tree_key: PathBuf,
+        /// The older tree head (GET /v1/tree, kept from before).
+        #[arg(long)]
+        old: PathBuf,
+        /// The newer tree head.
+        #[arg(long)]
+        new: PathBuf,
+        /// The consistency proof.
+        #[arg(long)]
+        proof: PathBuf,
     },
 }
 
@@ -367,7 +406,79 @@ fn run(command: Command) -> Result<Report, ToolError> {
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
 
         Command::Verify { keys, file } => verify(&keys, &file),
+
+        Command::Audit(AuditCommand::Bundle {
+            keys,
+            tree_key,
+            file,
+        }) => {
+            let ring = load_keys(&keys)?;
+            let tree_key = read_tree_key(&tree_key)?;
+            let outcome = if file == Path::new("-") {
+                audit_bundle(std::io::stdin().lock(), &ring, &tree_key)?
+            } else {
+                let opened = std::fs::File::open(&file).map_err(|source| ToolError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                audit_bundle(std::io::BufReader::new(opened), &ring, &tree_key)?
+            };
+            Ok(match outcome {
+                Ok(summary) => Report::out(summary.lines()),
+                Err(failure) => Report {
+                    stdout: format!("{}\n", failure.line()),
+                    stderr: String::new(),
+                    failed: true,
+                },
+            })
+        }
+
+        Command::Audit(AuditCommand::Consistency {
+            tree_key,
+            old,
+            new,
+            proof,
+        }) => {
+            let tree_key = read_tree_key(&tree_key)?;
+            let outcome = audit_consistency(
+                &read_json(&old)?,
+                &read_json(&new)?,
+                &read_json(&proof)?,
+                &tree_key,
+            );
+            Ok(match outcome {
+                Ok(line) => Report::out(line),
+                Err(failure) => Report {
+                    stdout: format!("{}\n", failure.line()),
+                    stderr: String::new(),
+                    failed: true,
+                },
+            })
+        }
     }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, ToolError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ToolError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ToolError::Json {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_tree_key(path: &Path) -> Result<mercator_evidence::VerifyingKey, ToolError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ToolError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    tree_key_from_json(&text).map_err(|reason| ToolError::Field {
+        path: path.to_owned(),
+        field: "public_key".to_owned(),
+        reason,
+    })
 }
 
 fn policy_test(dir: &Path) -> Result<Report, ToolError> {

@@ -9,6 +9,9 @@
 //! | `api-keys.yaml` | two demo users' API key entries (hashes only) | 0644 |
 //! | `demo.env` | those users' plain keys, `MERCATOR_DEMO_FINANCE_KEY=…` | 0600 |
 //! | `provider.env` | the provider keys the stand-in expects, `OPENAI_API_KEY=…` | 0600 |
+//! | `sink-tree.key` | the Ed25519 seed with which the sink signs its tree heads, base64, one line | 0600 |
+//! | `operator.token` | the sink's development operator token, `mjop_…`, one line | 0600 |
+//! | `operator-token.sha256` | its SHA-256 as 64 hex digits, what the sink is configured with | 0644 |
 //!
 //! A file that exists is kept as it is, so running the command again changes nothing.
 //! Files that only make sense together are made together: a certificate and its key, the
@@ -29,7 +32,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use super::api_key::{entries_yaml, ApiKey, ApiKeyEntry};
+use super::api_key::{api_key_sha256, entries_yaml, ApiKey, ApiKeyEntry};
 use super::files::{create_private_dir, read_text, write_new, write_replacing, PUBLIC, SECRET};
 use super::signing_key::{
     generate_signing_key, key_entry, keys_file, read_signing_key, signing_key_file,
@@ -118,6 +121,8 @@ pub fn dev_init(dir: &Path) -> Result<DevInitReport, ToolError> {
     signing_material(dir, &mut report)?;
     demo_api_keys(dir, &mut report)?;
     provider_keys(dir, &mut report)?;
+    sink_tree_key(dir, &mut report)?;
+    operator_token(dir, &mut report)?;
 
     Ok(report)
 }
@@ -356,6 +361,52 @@ fn provider_keys(dir: &Path, report: &mut DevInitReport) -> Result<(), ToolError
     Ok(())
 }
 
+/// `sink-tree.key`: the sink's own key, apart from the gateway's signing key.
+fn sink_tree_key(dir: &Path, report: &mut DevInitReport) -> Result<(), ToolError> {
+    let path = dir.join("sink-tree.key");
+    if path.exists() {
+        report.record(path, FileOutcome::Kept);
+        return Ok(());
+    }
+    let key = generate_signing_key()?;
+    write_new(&path, signing_key_file(&key).as_bytes(), SECRET)?;
+    report.record(path, FileOutcome::Created);
+    Ok(())
+}
+
+/// `operator.token` and `operator-token.sha256`, always made together.
+fn operator_token(dir: &Path, report: &mut DevInitReport) -> Result<(), ToolError> {
+    let group = Group {
+        dir,
+        names: &["operator.token", "operator-token.sha256"],
+    };
+    if group.all_exist() {
+        group.keep(report);
+        return Ok(());
+    }
+    let token = new_operator_token()?;
+    group.write(
+        &[
+            ("operator.token", format!("{token}\n").as_bytes(), SECRET),
+            (
+                "operator-token.sha256",
+                format!("{}\n", api_key_sha256(&token)).as_bytes(),
+                PUBLIC,
+            ),
+        ],
+        "the token and its hash are made together",
+        report,
+    )
+}
+
+/// A new operator token: `mjop_` and 43 base64url characters (32 random bytes).
+pub fn new_operator_token() -> Result<String, ToolError> {
+    Ok(format!(
+        "mjop_{}",
+        URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)
+    ))
+}
+
 pub(crate) fn ca_params() -> Result<CertificateParams, ToolError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(CA_COMMON_NAME);
@@ -423,11 +474,10 @@ pub(crate) fn certificate_error(what: &str) -> impl Fn(rcgen::Error) -> ToolErro
 mod tests {
     use super::*;
     use crate::load_keys;
-    use crate::tools::api_key::api_key_sha256;
     use mercator_filter::config::ApiKeyConfig;
     use std::collections::BTreeMap;
 
-    const ALL_FILES: [&str; 9] = [
+    const ALL_FILES: [&str; 12] = [
         "ca.pem",
         "ca-key.pem",
         "server.pem",
@@ -437,6 +487,9 @@ mod tests {
         "api-keys.yaml",
         "demo.env",
         "provider.env",
+        "sink-tree.key",
+        "operator.token",
+        "operator-token.sha256",
     ];
 
     fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -466,7 +519,7 @@ mod tests {
         let before = contents(&dev);
         let second = dev_init(&dev).unwrap();
 
-        assert_eq!(first.files.len(), 9);
+        assert_eq!(first.files.len(), 12);
         assert!(outcomes(&first).iter().all(|o| *o == FileOutcome::Created));
         assert!(outcomes(&second).iter().all(|o| *o == FileOutcome::Kept));
         assert!(second.warnings.is_empty(), "{:?}", second.warnings);
@@ -516,6 +569,22 @@ mod tests {
         assert!(env_value(&env, "ANTHROPIC_API_KEY").starts_with("sk-ant-standin-"));
     }
 
+    #[test]
+    fn the_sink_gets_its_own_tree_key_and_an_operator_token_with_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        dev_init(dir.path()).unwrap();
+
+        let tree = crate::load_tree_key(&dir.path().join("sink-tree.key")).unwrap();
+        let gateway = read_signing_key(&dir.path().join("signing.key")).unwrap();
+        assert_ne!(tree.key_id(), gateway.key_id());
+
+        let token = std::fs::read_to_string(dir.path().join("operator.token")).unwrap();
+        let hash = std::fs::read_to_string(dir.path().join("operator-token.sha256")).unwrap();
+        assert!(token.starts_with("mjop_"));
+        assert_eq!(hash.trim(), api_key_sha256(token.trim()));
+        assert!(crate::OperatorToken::from_sha256_hex(&hash).is_some());
+    }
+
     #[cfg(unix)]
     #[test]
     fn secrets_are_readable_by_their_owner_only() {
@@ -529,6 +598,8 @@ mod tests {
             "signing.key",
             "demo.env",
             "provider.env",
+            "sink-tree.key",
+            "operator.token",
         ] {
             let mode = std::fs::metadata(dir.path().join(name))
                 .unwrap()

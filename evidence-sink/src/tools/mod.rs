@@ -10,6 +10,7 @@
 //! | `mercator render` | [`render`]: an Envoy template with `{{name}}` placeholders filled |
 //! | `mercator policy digest` / `test` | [`gateway::policy_modules`], [`policy_test`] |
 //! | `mercator verify` | [`verify`]: signed records checked offline against a keys file |
+//! | `mercator audit bundle` / `consistency` | [`audit`]: a bundle's signatures and inclusion proofs against a signed tree head; two tree heads' consistency |
 //!
 //! The gateway's own types do the checking: the plugin configuration is parsed and checked
 //! by `mercator_filter::config`, policies are compiled by `mercator_filter::policy`, records
@@ -20,6 +21,7 @@
 //! never contains a secret.
 
 pub mod api_key;
+pub mod audit;
 pub mod cert;
 pub mod dev_init;
 mod error;

@@ -30,10 +30,7 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, ToolError> {
 /// The keys file entry of a signing key's public half.
 pub fn key_entry(key: &SigningKey) -> KeyEntry {
     let public = key.verifying_key();
-    KeyEntry {
-        key_id: public.key_id().to_string(),
-        public_key: public.to_base64(),
-    }
+    KeyEntry::unbounded(public.key_id().to_string(), public.to_base64())
 }
 
 /// The contents of a signing key file: the seed's base64 and a newline.

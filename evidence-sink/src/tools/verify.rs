@@ -2,13 +2,13 @@
 //!
 //! The input may be one record (a JSON object), a JSON array of records, the sink's JSON
 //! export (`{"records":[…],"count":N}`), or JSON lines (the sink's `jsonl` export). Each
-//! record gets a verdict from `mercator_evidence::verify_record`, the same check the sink
-//! makes when it accepts a record.
+//! record gets a verdict from [`KeyRing::verify`], the same check the sink makes when it
+//! accepts a record: the signature, by a trusted key, inside that key's validity window.
 
-use mercator_evidence::{verify_record, Verdict};
 use serde_json::Value;
 
 use super::ToolError;
+use crate::intake::record_instant;
 use crate::keys::KeyRing;
 
 /// The verdict on one record of the input.
@@ -68,10 +68,13 @@ fn check(record: &Value, position: String, keys: &KeyRing) -> RecordCheck {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or(position);
-    let outcome = match verify_record(record, |id| keys.get(id)) {
-        Verdict::Valid { key_id } => Ok(key_id),
-        other => Err(other.reason()),
-    };
+    let at = record
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(record_instant);
+    let outcome = keys
+        .verify(record, at)
+        .map_err(|refusal| refusal.reason().to_owned());
     RecordCheck { label, outcome }
 }
 
