@@ -109,6 +109,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time that a process has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return response.status == 200
@@ -206,14 +212,14 @@ class Bench:
         self.dev = dev
 
         self.sink_port, self.standin_port = free_port(), free_port()
-        self.services.spawn(
+        self.sink = self.services.spawn(
             "sink",
             [
                 str(BIN / "evidence-sink"), "--listen", f"127.0.0.1:{self.sink_port}",
                 "--db", str(self.workdir / "evidence.sqlite"), "--keys", str(dev / "sink-keys.json"),
             ],
         )  # fmt: skip
-        self.services.spawn(
+        self.standin = self.services.spawn(
             "standin",
             [
                 str(BIN / "provider-standin"), "--listen", f"127.0.0.1:{self.standin_port}",
@@ -333,12 +339,22 @@ class Bench:
         if name == "filter_full" and "x-mercator-evidence-id" not in headers:
             raise RuntimeError("filter_full: the answer carries no evidence id")
 
-    def measure(self, name: str, url: str, key: str, rates: list[float] | None) -> dict:
+    def measure(
+        self, name: str, url: str, key: str, rates: list[float] | None, pids: dict[str, int]
+    ) -> dict:
+        """The closed-loop maximum, then each fixed rate. `pids` names the processes whose
+        CPU time per request is recorded during the closed-loop run (the proxy, the sink)."""
         self.check(name, url, key)
         if self.warmup:
             oha(url, key, self.warmup, None)
         print(f"  {name}: closed loop {self.max_seconds:.0f} s", flush=True)
+        before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         maximum = oha(url, key, self.max_seconds, None)
+        served = max(maximum["ok"], 1)
+        maximum["cpu_us_per_request"] = {
+            role: round((cpu_seconds(pid) - before[role]) / served * 1e6, 1)
+            for role, pid in pids.items()
+        }
         result = {"max": maximum, "rates": []}
         for rate in rates or []:
             print(f"  {name}: {rate:.0f} req/s for {self.rate_seconds:.0f} s", flush=True)
@@ -356,7 +372,9 @@ class Bench:
 
             print("passthrough: finding the maximum rate", flush=True)
             process, url = self.start_envoy("passthrough", None)
-            configs["passthrough"] = self.measure("passthrough", url, self.provider_key, None)
+            configs["passthrough"] = self.measure(
+                "passthrough", url, self.provider_key, None, {"proxy": process.pid}
+            )
             max_rps = configs["passthrough"]["max"]["rps"]
             if max_rps <= 0:
                 raise RuntimeError("passthrough served nothing; see the logs in " + str(self.workdir))
@@ -372,17 +390,24 @@ class Bench:
 
             print("standin (direct)", flush=True)
             standin_url = f"http://127.0.0.1:{self.standin_port}{PATH}"
-            configs["standin"] = self.measure("standin", standin_url, self.provider_key, rates)
+            configs["standin"] = self.measure(
+                "standin", standin_url, self.provider_key, rates, {"standin": self.standin.pid}
+            )
 
             print("filter_off: filter loaded, benchmark_passthrough", flush=True)
             process, url = self.start_envoy("filter_off", "off")
-            configs["filter_off"] = self.measure("filter_off", url, self.provider_key, rates)
+            configs["filter_off"] = self.measure(
+                "filter_off", url, self.provider_key, rates, {"proxy": process.pid}
+            )
             results["memory_mb"]["filter_off"] = rss_mb(process.pid)
             self.services.stop(process)
 
             print("filter_full: auth, validation, policy, signed evidence to the sink", flush=True)
             process, url = self.start_envoy("filter_full", "full")
-            configs["filter_full"] = self.measure("filter_full", url, self.finance_key, rates)
+            configs["filter_full"] = self.measure(
+                "filter_full", url, self.finance_key, rates,
+                {"proxy": process.pid, "sink": self.sink.pid},
+            )  # fmt: skip
             results["memory_mb"]["filter_full"] = rss_mb(process.pid)
             self.services.stop(process)
             results["evidence_records_stored"] = self.stored_records()
@@ -390,7 +415,7 @@ class Bench:
             if self.args.peers:
                 print("litellm", flush=True)
                 process, url, key = self.start_litellm()
-                configs["litellm"] = self.measure("litellm", url, key, rates)
+                configs["litellm"] = self.measure("litellm", url, key, rates, {"proxy": process.pid})
                 results["memory_mb"]["litellm"] = rss_mb(process.pid)
                 self.services.stop(process)
                 log = self.workdir / "litellm-requests.jsonl"
@@ -505,14 +530,16 @@ def markdown(results: dict) -> str:
     base_max = configs["passthrough"]["max"]["rps"]
     order = [c for c in ("standin", "passthrough", "filter_off", "filter_full", "litellm") if c in configs]
     lines = [
-        "| configuration | max req/s | × passthrough | RSS MB |",
-        "|---|---:|---:|---:|",
+        "| configuration | max req/s | × passthrough | RSS MB | CPU µs/request |",
+        "|---|---:|---:|---:|---|",
     ]
     for name in order:
         maximum = configs[name]["max"]
         rss = results["memory_mb"].get(name)
+        cpu = ", ".join(f"{role} {us:.0f}" for role, us in maximum["cpu_us_per_request"].items())
         lines.append(
-            f"| {name} | {maximum['rps']:.0f} | {maximum['rps'] / base_max:.2f} | {fmt(rss, 0)} |"
+            f"| {name} | {maximum['rps']:.0f} | {maximum['rps'] / base_max:.2f} | {fmt(rss, 0)} "
+            f"| {cpu} |"
         )
     lines += [
         "",

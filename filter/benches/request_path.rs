@@ -26,6 +26,10 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 const FINANCE_KEY: &str = "mj-bench-finance-key";
+/// Far above the shipped 50 ms, so that a run under valgrind (`callgrind`, about fifty
+/// times slower) is not denied for time. The limit's value does not change the cost of
+/// checking it.
+const EVALUATION_LIMIT: Duration = Duration::from_secs(10);
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -122,7 +126,8 @@ fn gateway() -> Gateway {
                       "attributes": {"department": "finance"}}],
         "policies": {"modules": shipped_bundle()},
         "pricing": {"gpt-4": {"input_per_million": 30.0, "output_per_million": 60.0}},
-        "evidence": {"sink_cluster": "evidence_sink", "content": "full"}
+        "evidence": {"sink_cluster": "evidence_sink", "content": "full"},
+        "limits": {"policy_evaluation_ms": EVALUATION_LIMIT.as_millis() as u64}
     });
     let config = PluginConfig::from_json(config.to_string().as_bytes()).unwrap();
     let seed = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
@@ -164,7 +169,7 @@ fn parsing(c: &mut Criterion) {
 
 fn policy(c: &mut Criterion) {
     let input = policy_input();
-    let limit = Duration::from_millis(50);
+    let limit = EVALUATION_LIMIT;
     for (name, modules) in [
         ("department", department_only()),
         ("shipped_bundle", shipped_bundle()),
