@@ -28,7 +28,7 @@ LITELLM_VERSION := 1.106.12
 BENCH_MEASURE_SECONDS ?= 3
 
 .PHONY: all build filter binaries wasm-target venv dev run test unit lint policy-test \
-	integration fmt clean bench bench-smoke bench-micro
+	integration fmt clean bench bench-smoke bench-micro bench-wasm
 
 all: build
 
@@ -91,7 +91,19 @@ bench-micro:
 	$(CARGO) bench --locked -p mercator-filter --bench request_path -- \
 		--warm-up-time 1 --measurement-time $(BENCH_MEASURE_SECONDS)
 
-bench: build venv $(OHA) $(if $(PEERS),$(BENCH_VENV)/.installed) bench-micro
+# The same steps in a WebAssembly VM (Node's V8), when Node is installed.
+bench-wasm: wasm-target
+	$(CARGO) build --release --locked --target $(WASM_TARGET) -p mercator-filter --example wasm_steps
+	@mkdir -p bench/results
+	@if command -v node >/dev/null; then \
+		node --no-warnings bench/wasm_steps.mjs \
+			target/$(WASM_TARGET)/release/examples/wasm_steps.wasm > bench/results/wasm-steps.jsonl \
+			&& cat bench/results/wasm-steps.jsonl; \
+	else \
+		rm -f bench/results/wasm-steps.jsonl; echo "node not found: wasm step timings skipped"; \
+	fi
+
+bench: build venv $(OHA) $(if $(PEERS),$(BENCH_VENV)/.installed) bench-micro bench-wasm
 	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) MERCATOR_OHA=$(OHA) \
 		$(VENV)/bin/python bench/loadtest.py $(if $(PEERS),--peers)
 
