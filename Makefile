@@ -2,7 +2,10 @@
 #
 #   make run    build, then serve the gateway locally (sink, provider stand-in, Envoy)
 #   make test   build, then run every test: Rust units, clippy, Rego tests, and the
-#               integration tests against a real Envoy
+#               integration tests against a real Envoy, and a few seconds of `make bench`
+#   make bench  the cost of governance: the same load through the provider stand-in, Envoy,
+#               Envoy with the filter loaded but idle, and the full filter, plus criterion
+#               micro-benchmarks; `make bench PEERS=1` adds the LiteLLM proxy (bench/README.md)
 #
 # Everything installed lands in the project: the wasm target through rustup, Envoy and
 # the Python test clients in .venv, development keys and certificates in .dev.
@@ -15,9 +18,17 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/mercator_filter.wasm
 BIN := target/release
 DEV := .dev
+# Benchmark tools, pinned and installed into the project.
+TOOLS := .tools
+OHA_VERSION := 1.16.0
+OHA := $(TOOLS)/bin/oha
+BENCH_VENV := .venv-bench
+LITELLM_VERSION := 1.106.12
+# Criterion's time per micro-benchmark in `make bench`, seconds.
+BENCH_MEASURE_SECONDS ?= 3
 
 .PHONY: all build filter binaries wasm-target venv dev run test unit lint policy-test \
-	integration fuzz fmt clean
+	integration fuzz fmt clean bench bench-smoke bench-micro bench-wasm
 
 all: build
 
@@ -47,7 +58,7 @@ dev: binaries
 run: build venv dev
 	scripts/run-local.sh
 
-test: build venv unit lint policy-test integration
+test: build venv unit lint policy-test integration bench-smoke
 
 unit:
 	$(CARGO) test --workspace --locked
@@ -69,9 +80,50 @@ fuzz:
 integration: build venv
 	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) $(VENV)/bin/python -m pytest tests -q
 
+# oha: an open-loop, fixed-rate HTTP load generator that corrects for coordinated omission.
+$(OHA):
+	$(CARGO) install --locked --quiet --root $(TOOLS) oha --version $(OHA_VERSION)
+
+# The LiteLLM proxy, pinned, in its own virtual environment (only for PEERS=1).
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		"litellm[proxy]==$(LITELLM_VERSION)"
+	touch $@
+
+bench-micro:
+	$(CARGO) bench --locked -p mercator-evidence --bench signing -- \
+		--warm-up-time 1 --measurement-time $(BENCH_MEASURE_SECONDS)
+	$(CARGO) bench --locked -p mercator-filter --bench request_path -- \
+		--warm-up-time 1 --measurement-time $(BENCH_MEASURE_SECONDS)
+
+# The same steps in a WebAssembly VM (Node's V8), when Node is installed.
+bench-wasm: wasm-target
+	$(CARGO) build --release --locked --target $(WASM_TARGET) -p mercator-filter --example wasm_steps
+	@mkdir -p bench/results
+	@if command -v node >/dev/null; then \
+		node --no-warnings bench/wasm_steps.mjs \
+			target/$(WASM_TARGET)/release/examples/wasm_steps.wasm > bench/results/wasm-steps.jsonl \
+			&& cat bench/results/wasm-steps.jsonl; \
+	else \
+		rm -f bench/results/wasm-steps.jsonl; echo "node not found: wasm step timings skipped"; \
+	fi
+
+bench: build venv $(OHA) $(if $(PEERS),$(BENCH_VENV)/.installed) bench-micro bench-wasm
+	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) MERCATOR_OHA=$(OHA) \
+		$(VENV)/bin/python bench/loadtest.py $(if $(PEERS),--peers)
+
+# What `make test` runs: every micro-benchmark once (criterion's test mode) and about a
+# second of load per configuration, to show that `make bench` still works.
+bench-smoke: build venv $(OHA)
+	$(CARGO) test --locked -p mercator-evidence --bench signing
+	$(CARGO) test --locked -p mercator-filter --bench request_path
+	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) MERCATOR_OHA=$(OHA) \
+		$(VENV)/bin/python bench/loadtest.py --smoke
+
 fmt:
 	$(CARGO) fmt --all
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(BENCH_VENV) $(TOOLS)

@@ -83,6 +83,13 @@ pub struct PluginConfig {
     /// Patterns that no answer may match (see [`crate::forbidden`]).
     #[serde(default)]
     pub forbidden_content: Vec<ForbiddenPattern>,
+    /// For `make bench` only: the filter is loaded and configured as usual, but every
+    /// request and answer passes through untouched, with no authentication, validation,
+    /// policy or evidence. It measures what merely loading the filter costs. Never set it
+    /// on a gateway that serves callers: the filter logs a critical line at start when it
+    /// is on.
+    #[serde(default)]
+    pub benchmark_passthrough: bool,
 }
 
 fn default_gateway_id() -> String {
@@ -600,6 +607,17 @@ pub(crate) mod tests {
 
         assert_eq!(gateway.provider_keys["openai"], "sk-provider-secret");
         assert_eq!(gateway.config.limits.max_request_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn governance_is_on_unless_benchmark_passthrough_is_set() {
+        let mut json = sample_json();
+        let default = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+        json["benchmark_passthrough"] = serde_json::json!(true);
+        let bench = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        assert!(!default.benchmark_passthrough);
+        assert!(bench.benchmark_passthrough);
     }
 
     #[test]
