@@ -169,7 +169,7 @@ pub fn run_exchange(
     let mut exchange = Exchange::new(gateway.clone());
     exchange.on_request_headers(head, false, now);
     exchange.on_request_body(body, now);
-    exchange.on_response_headers(200, None);
+    exchange.on_response_headers(200, None, Some("application/json"), now);
     exchange.on_response_body(answer, now);
     exchange.on_done(now);
     exchange.take_evidence()
