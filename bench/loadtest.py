@@ -217,6 +217,7 @@ class Bench:
             [
                 str(BIN / "evidence-sink"), "--listen", f"127.0.0.1:{self.sink_port}",
                 "--db", str(self.workdir / "evidence.sqlite"), "--keys", str(dev / "sink-keys.json"),
+                "--tree-key", str(dev / "sink-tree.key"),
             ],
         )  # fmt: skip
         self.standin = self.services.spawn(
