@@ -162,6 +162,8 @@ def test_a_full_buffer_with_the_sink_down_refuses_requests_until_the_sink_is_bac
         assert anthropic.json()["type"] == "error"
         assert anthropic.json()["error"]["type"] == "api_error"
         assert stack.stat("mercator_evidence_refused") >= 6
+        envoy_log = (tmp_path / "envoy.log").read_text(errors="replace")
+        assert "requests refused with 503 since the last report" in envoy_log
 
         stack.start_sink()
         deadline = time.monotonic() + 30

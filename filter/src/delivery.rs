@@ -27,8 +27,9 @@ pub use crate::config::WhenFull;
 
 /// Shortest wait after a failed delivery.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
-/// Shortest interval between two log lines about dropped records.
-pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest interval between two log lines about a full buffer (records dropped or
+/// requests refused).
+pub const FULL_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A signed record waiting for delivery. `alone` records are sent one per call: their
 /// batch was refused, and sending them singly finds the one at fault.
@@ -61,8 +62,9 @@ pub struct EvidenceQueue {
     in_flight: usize,
     max_buffered: usize,
     when_full: WhenFull,
-    dropped_unreported: u64,
-    last_drop_report: Option<Duration>,
+    /// Records dropped (drop mode) or requests refused (refuse mode) since the last report.
+    unreported: u64,
+    last_report: Option<Duration>,
 }
 
 impl EvidenceQueue {
@@ -72,8 +74,8 @@ impl EvidenceQueue {
             in_flight: 0,
             max_buffered,
             when_full,
-            dropped_unreported: 0,
-            last_drop_report: None,
+            unreported: 0,
+            last_report: None,
         }
     }
 
@@ -87,9 +89,12 @@ impl EvidenceQueue {
     }
 
     /// Decides, at a request's headers, whether it may be served.
-    pub fn admit(&self) -> Admission {
+    pub fn admit(&mut self) -> Admission {
         match self.when_full {
-            WhenFull::Refuse if self.full() => Admission::Refuse,
+            WhenFull::Refuse if self.full() => {
+                self.unreported += 1;
+                Admission::Refuse
+            }
             _ => Admission::Serve,
         }
     }
@@ -97,7 +102,7 @@ impl EvidenceQueue {
     /// Takes a request's signed record.
     pub fn push(&mut self, record: String) -> Queued {
         if self.when_full == WhenFull::Drop && self.full() {
-            self.dropped_unreported += 1;
+            self.unreported += 1;
             return Queued::Dropped;
         }
         self.waiting.push_back(Pending {
@@ -107,21 +112,22 @@ impl EvidenceQueue {
         Queued::Kept
     }
 
-    /// The records dropped since the last report, when a report is due: the first drop is
-    /// reported at once, later ones at most every [`DROP_REPORT_INTERVAL`]. `now` is any
-    /// monotonic-enough clock (time since the epoch).
-    pub fn drop_report(&mut self, now: Duration) -> Option<u64> {
-        if self.dropped_unreported == 0 {
+    /// How many records were dropped (drop mode) or requests refused (refuse mode) since
+    /// the last report, when a report is due: the first is reported at once, later ones at
+    /// most every [`FULL_REPORT_INTERVAL`]. `now` is any monotonic-enough clock (time since
+    /// the epoch).
+    pub fn full_report(&mut self, now: Duration) -> Option<u64> {
+        if self.unreported == 0 {
             return None;
         }
         let due = self
-            .last_drop_report
-            .is_none_or(|last| now.saturating_sub(last) >= DROP_REPORT_INTERVAL);
+            .last_report
+            .is_none_or(|last| now.saturating_sub(last) >= FULL_REPORT_INTERVAL);
         if !due {
             return None;
         }
-        self.last_drop_report = Some(now);
-        Some(std::mem::take(&mut self.dropped_unreported))
+        self.last_report = Some(now);
+        Some(std::mem::take(&mut self.unreported))
     }
 
     /// The next call's records, now in flight: one `alone` record, or up to `batch_size`
@@ -211,7 +217,9 @@ mod tests {
         // A request admitted before the buffer filled still has its record kept.
         assert_eq!(queue.push("c".into()), Queued::Kept);
         assert_eq!(queue.backlog(), 3);
-        assert_eq!(queue.drop_report(Duration::ZERO), None);
+        assert_eq!(queue.full_report(Duration::ZERO), Some(1), "one refusal");
+        assert_eq!(queue.admit(), Admission::Refuse);
+        assert_eq!(queue.full_report(FULL_REPORT_INTERVAL), Some(1));
     }
 
     #[test]
@@ -247,14 +255,14 @@ mod tests {
         let start = Duration::from_secs(1_000);
 
         queue.push("b".into());
-        assert_eq!(queue.drop_report(start), Some(1));
+        assert_eq!(queue.full_report(start), Some(1));
 
         queue.push("c".into());
         queue.push("d".into());
-        assert_eq!(queue.drop_report(start + Duration::from_secs(1)), None);
-        assert_eq!(queue.drop_report(start + DROP_REPORT_INTERVAL), Some(2));
+        assert_eq!(queue.full_report(start + Duration::from_secs(1)), None);
+        assert_eq!(queue.full_report(start + FULL_REPORT_INTERVAL), Some(2));
         assert_eq!(
-            queue.drop_report(start + DROP_REPORT_INTERVAL * 3),
+            queue.full_report(start + FULL_REPORT_INTERVAL * 3),
             None,
             "nothing new to report"
         );

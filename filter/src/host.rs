@@ -29,7 +29,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use time::OffsetDateTime;
 
-use crate::config::{Gateway, PluginConfig};
+use crate::config::{Gateway, PluginConfig, WhenFull};
 use crate::delivery::{Admission, Backoff, EvidenceQueue, Pending, Queued};
 use crate::exchange::{ChunkStep, Exchange, RequestHead, RequestStep, ResponseStep};
 use crate::identity::PeerCertificate;
@@ -169,7 +169,7 @@ impl RootContext for GatewayRoot {
         let Some(gateway) = self.gateway.clone() else {
             return;
         };
-        self.report_drops();
+        self.report_full_buffer();
         if let Some(retry_at) = self.retry_at {
             if hostcalls::get_current_time().is_ok_and(|now| now < retry_at) {
                 return;
@@ -218,24 +218,30 @@ impl GatewayRoot {
         }
     }
 
-    /// One rate-limited line for records dropped since the last one; never their content.
-    fn report_drops(&mut self) {
-        let Some(delivery) = &self.delivery else {
+    /// One rate-limited line for the records dropped, or requests refused, since the last
+    /// one; never any content.
+    fn report_full_buffer(&mut self) {
+        let (Some(delivery), Some(gateway)) = (&self.delivery, &self.gateway) else {
             return;
         };
         let now = hostcalls::get_current_time()
             .ok()
             .and_then(|now| now.duration_since(SystemTime::UNIX_EPOCH).ok())
             .unwrap_or_default();
-        if let Some(dropped) = delivery.queue.borrow_mut().drop_report(now) {
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "evidence buffer full (evidence.when_full=drop): {dropped} records dropped \
-                     since the last report; served without evidence"
-                ),
-            );
-        }
+        let Some(count) = delivery.queue.borrow_mut().full_report(now) else {
+            return;
+        };
+        let message = match gateway.config.evidence.when_full {
+            WhenFull::Drop => format!(
+                "evidence buffer full (evidence.when_full=drop): {count} records dropped \
+                 since the last report; served without evidence"
+            ),
+            WhenFull::Refuse => format!(
+                "evidence buffer full (evidence.when_full=refuse): {count} requests refused \
+                 with 503 since the last report"
+            ),
+        };
+        log(LogLevel::Warn, &message);
     }
 
     /// Sends one batch; on failure to dispatch, puts it back and backs off.
@@ -458,7 +464,7 @@ impl HttpContext for GatewayHttp {
             ),
             source_address: property(&["source", "address"]),
         };
-        let backlog_full = self.queue.borrow().admit() == Admission::Refuse;
+        let backlog_full = self.queue.borrow_mut().admit() == Admission::Refuse;
         if backlog_full {
             Metrics::count(self.metrics.refused);
         }
