@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,8 @@ class Stack:
     operator_token: str
     dev_dir: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
+    sink_args: list[str] = field(default_factory=list)
+    sink_process: subprocess.Popen | None = None
 
     @property
     def gateway_url(self) -> str:
@@ -208,9 +211,46 @@ class Stack:
     def provider_requests(self) -> list[dict]:
         return http_get_json(f"{self.standin_url}/_standin/requests")
 
+    def kill_sink(self) -> None:
+        """SIGKILLs the evidence sink: no graceful shutdown, as in a crash."""
+        if self.sink_process is not None:
+            self.sink_process.kill()
+            self.sink_process.wait(timeout=10)
+
+    def start_sink(self) -> None:
+        """Starts the evidence sink again on the same port, database and keys."""
+        log = open(self.workdir / "sink.log", "ab")
+        self.sink_process = subprocess.Popen(self.sink_args, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(self.sink_process)
+        wait_for(lambda: http_get_json(f"{self.sink_url}/healthz"), "the evidence sink")
+
+    def stat(self, name: str) -> int | None:
+        """A counter from Envoy's admin `/stats`, by its full name or the name a filter
+        defined (Envoy adds a prefix such as `wasmcustom.`); None when Envoy has no such
+        stat."""
+        text = http_get_text(f"http://127.0.0.1:{self.admin_port}/stats?filter={name}")
+        for line in text.splitlines():
+            stat, _, value = line.partition(": ")
+            if stat == name or stat.endswith("." + name):
+                return int(value)
+        return None
+
+    def all_evidence_ids(self) -> list[str]:
+        """The id of every record the sink holds, page by page, duplicates kept."""
+        ids: list[str] = []
+        params: dict[str, str | int] = {"limit": 1000}
+        while True:
+            query = urllib.parse.urlencode(params)
+            page = http_get_json(f"{self.sink_url}/v1/evidence?{query}", self.operator_token)
+            ids.extend(record["id"] for record in page["records"])
+            if not page.get("next_cursor"):
+                return ids
+            params["cursor"] = page["next_cursor"]
+
     def stop(self) -> None:
         for process in self.processes:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
         for process in self.processes:
             try:
                 process.wait(timeout=10)
@@ -262,13 +302,14 @@ def start_stack(
     disabled_keys: tuple[str, ...] = (),
     extra_users: dict[str, dict[str, str]] | None = None,
     limits: dict | None = None,
+    evidence: dict | None = None,
 ) -> Stack:
     """The development stack; `identity` replaces the gateway configuration's identity
     section, `require_client_certificate` turns on mTLS at the listener, and
     `extra_policies` (file name to Rego source) join the shipped policies; the extra keys
     labelled in `disabled_keys` are configured disabled. `extra_users` adds one key per
     label, for a user of that name with those attributes; `limits` is merged into the
-    configuration's limits."""
+    configuration's limits, `evidence` into its evidence section."""
     require_built()
     dev = workdir / "dev"
     run([str(BIN / "mercator"), "dev-init", "--dir", str(dev)])
@@ -315,6 +356,7 @@ def start_stack(
     if identity is not None:
         gateway["identity"] = identity
     gateway["limits"] = {**gateway.get("limits", {}), **(limits or {})}
+    gateway["evidence"] = {**gateway["evidence"], **(evidence or {})}
     gateway["api_key_files"] = [str(dev / "api-keys.yaml"), str(workdir / "extra-keys.yaml")]
     (workdir / "gateway.yaml").write_text(json.dumps(gateway, indent=2))
 
@@ -354,26 +396,26 @@ def start_stack(
         ]
     )  # fmt: skip
 
-    def spawn(name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    def spawn(
+        name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(workdir / f"{name}.log", "wb")
-        stack.processes.append(
-            subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-            )
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
+        stack.processes.append(process)
+        return process
 
     try:
-        spawn(
-            "sink",
-            [
-                str(BIN / "evidence-sink"),
-                "--listen", f"127.0.0.1:{stack.sink_port}",
-                "--db", str(workdir / "evidence.sqlite"),
-                "--keys", str(dev / "sink-keys.json"),
-                "--tree-key", str(dev / "sink-tree.key"),
-                "--operator-token-sha256", (dev / "operator-token.sha256").read_text().strip(),
-            ],
-        )  # fmt: skip
+        stack.sink_args = [
+            str(BIN / "evidence-sink"),
+            "--listen", f"127.0.0.1:{stack.sink_port}",
+            "--db", str(workdir / "evidence.sqlite"),
+            "--keys", str(dev / "sink-keys.json"),
+            "--tree-key", str(dev / "sink-tree.key"),
+            "--operator-token-sha256", (dev / "operator-token.sha256").read_text().strip(),
+        ]  # fmt: skip
+        stack.sink_process = spawn("sink", stack.sink_args)
         spawn(
             "standin",
             [

@@ -290,10 +290,29 @@ pub struct EvidenceConfig {
     /// Records sent per call at most.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Signed records kept while the sink is unreachable; when full, new requests are
-    /// refused with 503 rather than served without evidence.
+    /// Signed records kept, per Envoy worker, while the sink is unreachable or slow.
     #[serde(default = "default_max_buffered")]
     pub max_buffered_records: usize,
+    /// What happens when `max_buffered_records` is reached: refuse new requests (the
+    /// default) or serve them and drop their records.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Longest wait between delivery attempts while the sink fails. It is also the longest
+    /// a record waits after the sink comes back.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+/// The choice when the buffer of signed records is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Fail closed: new requests get 503 `evidence_unavailable`; no record is ever dropped.
+    #[default]
+    Refuse,
+    /// Serve new requests and drop their records, counted in the
+    /// `mercator_evidence_dropped` stat and logged.
+    Drop,
 }
 
 fn default_sink_authority() -> String {
@@ -326,6 +345,10 @@ fn default_batch_size() -> usize {
 
 fn default_max_buffered() -> usize {
     10_000
+}
+
+fn default_max_backoff_ms() -> u64 {
+    5_000
 }
 
 impl PluginConfig {
@@ -363,6 +386,12 @@ impl PluginConfig {
             return Err(invalid(
                 "evidence",
                 "batch_size and max_buffered_records must be >= 1",
+            ));
+        }
+        if !(10..=600_000).contains(&self.evidence.max_backoff_ms) {
+            return Err(invalid(
+                "evidence.max_backoff_ms",
+                "must be between 10 and 600000",
             ));
         }
 
@@ -618,6 +647,39 @@ pub(crate) mod tests {
 
         assert!(!default.benchmark_passthrough);
         assert!(bench.benchmark_passthrough);
+    }
+
+    #[test]
+    fn evidence_delivery_defaults_fail_closed_with_a_short_backoff() {
+        let gateway = sample_gateway();
+
+        assert_eq!(gateway.config.evidence.when_full, WhenFull::Refuse);
+        assert_eq!(gateway.config.evidence.max_backoff_ms, 5_000);
+    }
+
+    #[test]
+    fn when_full_accepts_drop_and_refuses_an_unknown_choice() {
+        let mut json = sample_json();
+        json["evidence"]["when_full"] = serde_json::json!("drop");
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+        assert_eq!(config.evidence.when_full, WhenFull::Drop);
+
+        json["evidence"]["when_full"] = serde_json::json!("block");
+        let error = PluginConfig::from_json(json.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("block"), "{error}");
+    }
+
+    #[test]
+    fn a_backoff_cap_out_of_range_is_refused_by_name() {
+        let mut json = sample_json();
+        json["evidence"]["max_backoff_ms"] = serde_json::json!(0);
+        let config = PluginConfig::from_json(json.to_string().as_bytes()).unwrap();
+
+        let error = config.check().err().unwrap();
+        assert!(
+            error.to_string().contains("evidence.max_backoff_ms"),
+            "{error}"
+        );
     }
 
     #[test]

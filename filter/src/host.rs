@@ -15,27 +15,32 @@
 //!   end such a stream where the body can no longer change.
 //! - Records are delivered by the root context on a timer, not by the request: the
 //!   client's answer never waits for the sink, and a request context that ends does not
-//!   cancel its record's delivery.
+//!   cancel its record's delivery. What the queue keeps, drops and sends next is decided
+//!   in [`crate::delivery`]; this module carries it out and publishes the counters as
+//!   Envoy stats (`wasmcustom.mercator_evidence_dropped`, `…_refused`).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use time::OffsetDateTime;
 
-use crate::config::{Gateway, PluginConfig};
+use crate::config::{Gateway, PluginConfig, WhenFull};
+use crate::delivery::{Admission, Backoff, EvidenceQueue, Pending, Queued};
 use crate::exchange::{ChunkStep, Exchange, RequestHead, RequestStep, ResponseStep};
 use crate::identity::PeerCertificate;
 use crate::reply::LocalReply;
 
 /// Delivery calls in flight at once, per worker.
 const MAX_IN_FLIGHT: usize = 4;
-/// Longest wait between delivery attempts while the sink fails.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Envoy stat (prefixed `wasmcustom.`): records dropped because the buffer was full.
+const DROPPED_METRIC: &str = "mercator_evidence_dropped";
+/// Envoy stat: requests refused with 503 because the buffer was full.
+const REFUSED_METRIC: &str = "mercator_evidence_refused";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -59,24 +64,36 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::from(time)
 }
 
-/// A signed record waiting for delivery. `alone` records are sent one per call: their
-/// batch was refused, and sending them singly finds the one at fault.
-struct Pending {
-    record: String,
-    alone: bool,
+/// Counters published as Envoy stats; `None` when the host refused to define one, in
+/// which case counting is skipped (the log lines still tell).
+#[derive(Clone, Copy, Default)]
+struct Metrics {
+    dropped: Option<u32>,
+    refused: Option<u32>,
 }
 
-/// Signed records on their way to the sink, shared by the root and request contexts of one
-/// VM (one worker thread).
-#[derive(Default)]
-struct EvidenceQueue {
-    waiting: VecDeque<Pending>,
-    in_flight: usize,
-}
+impl Metrics {
+    fn define() -> Self {
+        let define = |name: &str| match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => Some(id),
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("cannot define the {name} stat: {status:?}"),
+                );
+                None
+            }
+        };
+        Self {
+            dropped: define(DROPPED_METRIC),
+            refused: define(REFUSED_METRIC),
+        }
+    }
 
-impl EvidenceQueue {
-    fn backlog(&self) -> usize {
-        self.waiting.len() + self.in_flight
+    fn count(metric: Option<u32>) {
+        if let Some(id) = metric {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
     }
 }
 
@@ -91,10 +108,16 @@ impl HttpContext for BenchmarkPassthrough {}
 #[derive(Default)]
 struct GatewayRoot {
     gateway: Option<Rc<Gateway>>,
-    queue: Rc<RefCell<EvidenceQueue>>,
+    /// Set with the configuration, which sizes it.
+    delivery: Option<Delivery>,
     calls: HashMap<u32, Vec<Pending>>,
-    backoff: Duration,
     retry_at: Option<SystemTime>,
+}
+
+struct Delivery {
+    queue: Rc<RefCell<EvidenceQueue>>,
+    backoff: Backoff,
+    metrics: Metrics,
 }
 
 impl RootContext for GatewayRoot {
@@ -143,6 +166,15 @@ impl RootContext for GatewayRoot {
                 "benchmark_passthrough is on: requests pass ungoverned, with no evidence",
             );
         }
+        let evidence = &gateway.config.evidence;
+        self.delivery = Some(Delivery {
+            queue: Rc::new(RefCell::new(EvidenceQueue::new(
+                evidence.max_buffered_records,
+                evidence.when_full,
+            ))),
+            backoff: Backoff::new(Duration::from_millis(evidence.max_backoff_ms)),
+            metrics: Metrics::define(),
+        });
         self.gateway = Some(Rc::new(gateway));
         true
     }
@@ -151,6 +183,7 @@ impl RootContext for GatewayRoot {
         let Some(gateway) = self.gateway.clone() else {
             return;
         };
+        self.report_full_buffer();
         if let Some(retry_at) = self.retry_at {
             if hostcalls::get_current_time().is_ok_and(|now| now < retry_at) {
                 return;
@@ -172,10 +205,12 @@ impl RootContext for GatewayRoot {
         if gateway.config.benchmark_passthrough {
             return Some(Box::new(BenchmarkPassthrough));
         }
+        let delivery = self.delivery.as_ref()?;
         Some(Box::new(GatewayHttp {
             exchange: Exchange::new(gateway.clone()),
             gateway,
-            queue: self.queue.clone(),
+            queue: delivery.queue.clone(),
+            metrics: delivery.metrics,
             response_held: false,
             streaming: false,
         }))
@@ -188,17 +223,42 @@ impl RootContext for GatewayRoot {
 
 impl GatewayRoot {
     fn next_batch(&mut self, batch_size: usize) -> Vec<Pending> {
-        let mut queue = self.queue.borrow_mut();
-        let mut batch = Vec::new();
-        if queue.waiting.front().is_some_and(|p| p.alone) {
-            batch.extend(queue.waiting.pop_front());
-        } else {
-            while batch.len() < batch_size && queue.waiting.front().is_some_and(|p| !p.alone) {
-                batch.extend(queue.waiting.pop_front());
-            }
+        match &self.delivery {
+            Some(delivery) => delivery.queue.borrow_mut().next_batch(batch_size),
+            None => Vec::new(),
         }
-        queue.in_flight += batch.len();
-        batch
+    }
+
+    fn settle(&mut self, batch_len: usize) {
+        if let Some(delivery) = &self.delivery {
+            delivery.queue.borrow_mut().settle(batch_len);
+        }
+    }
+
+    /// One rate-limited line for the records dropped, or requests refused, since the last
+    /// one; never any content.
+    fn report_full_buffer(&mut self) {
+        let (Some(delivery), Some(gateway)) = (&self.delivery, &self.gateway) else {
+            return;
+        };
+        let now = hostcalls::get_current_time()
+            .ok()
+            .and_then(|now| now.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        let Some(count) = delivery.queue.borrow_mut().full_report(now) else {
+            return;
+        };
+        let message = match gateway.config.evidence.when_full {
+            WhenFull::Drop => format!(
+                "evidence buffer full (evidence.when_full=drop): {count} records dropped \
+                 since the last report; served without evidence"
+            ),
+            WhenFull::Refuse => format!(
+                "evidence buffer full (evidence.when_full=refuse): {count} requests refused \
+                 with 503 since the last report"
+            ),
+        };
+        log(LogLevel::Warn, &message);
     }
 
     /// Sends one batch; on failure to dispatch, puts it back and backs off.
@@ -248,21 +308,17 @@ impl GatewayRoot {
     }
 
     fn requeue(&mut self, batch: Vec<Pending>, alone: bool) {
-        let mut queue = self.queue.borrow_mut();
-        queue.in_flight = queue.in_flight.saturating_sub(batch.len());
-        for pending in batch.into_iter().rev() {
-            queue.waiting.push_front(Pending {
-                record: pending.record,
-                alone: alone || pending.alone,
-            });
+        if let Some(delivery) = &self.delivery {
+            delivery.queue.borrow_mut().requeue(batch, alone);
         }
     }
 
     fn back_off(&mut self) {
-        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(250), MAX_BACKOFF);
-        self.retry_at = hostcalls::get_current_time()
-            .ok()
-            .map(|now| now + self.backoff);
+        let Some(delivery) = &mut self.delivery else {
+            return;
+        };
+        let wait = delivery.backoff.fail();
+        self.retry_at = hostcalls::get_current_time().ok().map(|now| now + wait);
     }
 }
 
@@ -294,9 +350,10 @@ impl Context for GatewayRoot {
 
         match status {
             Some(200..=299) => {
-                let mut queue = self.queue.borrow_mut();
-                queue.in_flight = queue.in_flight.saturating_sub(batch.len());
-                self.backoff = Duration::ZERO;
+                self.settle(batch.len());
+                if let Some(delivery) = &mut self.delivery {
+                    delivery.backoff.reset();
+                }
                 self.retry_at = None;
             }
             // The sink refused the content: retrying the same bytes cannot help. Find the
@@ -316,8 +373,7 @@ impl Context for GatewayRoot {
                     log(LogLevel::Warn, &message);
                     self.requeue(batch, true);
                 } else {
-                    let mut queue = self.queue.borrow_mut();
-                    queue.in_flight = queue.in_flight.saturating_sub(batch.len());
+                    self.settle(batch.len());
                     for pending in batch {
                         let id = record_id(&pending.record);
                         let message = format!(
@@ -377,6 +433,7 @@ struct GatewayHttp {
     gateway: Rc<Gateway>,
     exchange: Exchange,
     queue: Rc<RefCell<EvidenceQueue>>,
+    metrics: Metrics,
     response_held: bool,
     /// A streamed answer: each body chunk goes on as the exchange says, none is held.
     streaming: bool,
@@ -386,11 +443,15 @@ impl GatewayHttp {
     /// Queues the exchange's record, if it has one, and logs the decision.
     fn ship_evidence(&mut self) {
         if let Some(record) = self.exchange.take_evidence() {
-            self.queue.borrow_mut().waiting.push_back(Pending {
-                record,
-                alone: false,
-            });
-            log(LogLevel::Info, &self.exchange.log_line());
+            let queued = self.queue.borrow_mut().push(record);
+            match queued {
+                Queued::Kept => log(LogLevel::Info, &self.exchange.log_line()),
+                Queued::Dropped => {
+                    Metrics::count(self.metrics.dropped);
+                    let line = format!("{} evidence=dropped", self.exchange.log_line());
+                    log(LogLevel::Info, &line);
+                }
+            }
         }
     }
 
@@ -420,10 +481,10 @@ impl HttpContext for GatewayHttp {
             ),
             source_address: property(&["source", "address"]),
         };
-        let backlog_full = {
-            let queue = self.queue.borrow();
-            queue.backlog() >= self.gateway.config.evidence.max_buffered_records
-        };
+        let backlog_full = self.queue.borrow_mut().admit() == Admission::Refuse;
+        if backlog_full {
+            Metrics::count(self.metrics.refused);
+        }
 
         let (edits, step) = self.exchange.on_request_headers(&head, backlog_full, now());
 

@@ -9,7 +9,8 @@
 //! one evidence record per request, which it queues for the evidence sink.
 //!
 //! The logic lives in modules that never touch the host ([`exchange`] drives one request,
-//! [`config`] builds the shared [`config::Gateway`], [`sse`] and [`stream`] read streamed
+//! [`config`] builds the shared [`config::Gateway`], [`delivery`] decides what the queue of
+//! signed records keeps and sends, [`sse`] and [`stream`] read streamed
 //! answers); only `host` talks to Envoy, so `cargo test -p mercator-filter` runs
 //! everything natively, and `tests/properties.rs` throws arbitrary input at every parser
 //! (`make fuzz` for a long run). Build the `.wasm` with `make filter` (or
@@ -23,6 +24,7 @@
 pub mod anthropic;
 pub mod auth;
 pub mod config;
+pub mod delivery;
 pub mod exchange;
 pub mod forbidden;
 pub mod identity;

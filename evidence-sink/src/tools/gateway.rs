@@ -490,6 +490,43 @@ evidence:
     }
 
     #[test]
+    fn a_bad_evidence_delivery_setting_is_refused_before_envoy_sees_it() {
+        for (setting, named) in [
+            ("  when_full: block\n", "block"),
+            ("  max_backoff_ms: 0\n", "evidence.max_backoff_ms"),
+        ] {
+            let dir = layout();
+            let path = dir.path().join("gateway.yaml");
+            let text = fs::read_to_string(&path).unwrap();
+            fs::write(&path, format!("{text}{setting}")).unwrap();
+
+            let error = plugin_config(&path).unwrap_err().to_string();
+
+            assert!(error.contains(named), "{named}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_drop_mode_with_its_backoff_cap_is_accepted() {
+        let dir = layout();
+        let path = dir.path().join("gateway.yaml");
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(
+            &path,
+            format!("{text}  when_full: drop\n  max_backoff_ms: 500\n"),
+        )
+        .unwrap();
+
+        let config = plugin_config(&path).unwrap();
+
+        assert!(
+            config.json.contains("\"when_full\":\"drop\""),
+            "{}",
+            config.json
+        );
+    }
+
+    #[test]
     fn a_bad_hash_in_a_key_file_names_the_file_and_entry() {
         let dir = layout();
         fs::write(
