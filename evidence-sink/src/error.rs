@@ -98,6 +98,11 @@ pub enum SinkError {
     #[error("the evidence store failed: {0}")]
     Database(#[from] rusqlite::Error),
 
+    /// PostgreSQL failed (refused, unreachable, a constraint or trigger). Logged with its
+    /// cause; the client sees only that storage failed.
+    #[error("the evidence store failed: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+
     /// A failure that is the sink's own fault (a blocking task that did not finish, a
     /// stored record that no longer parses). Logged with its cause.
     #[error("internal error: {0}")]
@@ -125,7 +130,7 @@ impl SinkError {
             Self::Removed { how, .. } => (StatusCode::GONE, how.as_str()),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::Database(_) | Self::Internal(_) => {
+            Self::Database(_) | Self::Postgres(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
         }
