@@ -2,7 +2,9 @@
 #
 #   make run    build, then serve the gateway locally (sink, provider stand-in, Envoy)
 #   make test   build, then run every test: Rust units, clippy, Rego tests, and the
-#               integration tests against a real Envoy
+#               integration tests against a real Envoy; the unit and integration tests
+#               run beside a throwaway PostgreSQL server (scripts/test-postgres.sh, which
+#               installs the Debian postgresql package when it is missing)
 #
 # Everything installed lands in the project: the wasm target through rustup, Envoy and
 # the Python test clients in .venv, development keys and certificates in .dev.
@@ -17,7 +19,7 @@ BIN := target/release
 DEV := .dev
 
 .PHONY: all build filter binaries wasm-target venv dev run test unit lint policy-test \
-	integration fuzz fmt clean
+	integration test-postgres fuzz fmt clean
 
 all: build
 
@@ -49,8 +51,16 @@ run: build venv dev
 
 test: build venv unit lint policy-test integration
 
+# The evidence sink's store tests run on SQLite and on PostgreSQL: scripts/test-postgres.sh
+# starts a throwaway server, sets MERCATOR_TEST_POSTGRES_URL, runs the command, stops it.
 unit:
-	$(CARGO) test --workspace --locked
+	scripts/test-postgres.sh $(CARGO) test --workspace --locked
+
+# Only the PostgreSQL-backed sink tests, Rust and integration.
+test-postgres: build venv
+	scripts/test-postgres.sh $(CARGO) test --locked -p mercator-evidence-sink
+	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) scripts/test-postgres.sh \
+		$(VENV)/bin/python -m pytest tests/test_evidence_postgres.py -q
 
 lint:
 	$(CARGO) fmt --all --check
@@ -67,7 +77,8 @@ fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked -p mercator-filter --test properties
 
 integration: build venv
-	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) $(VENV)/bin/python -m pytest tests -q
+	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) scripts/test-postgres.sh \
+		$(VENV)/bin/python -m pytest tests -q
 
 fmt:
 	$(CARGO) fmt --all

@@ -87,6 +87,8 @@ for attempt in 1 2 3; do
 done
 [[ $started -eq 1 ]] || { echo "test-postgres: the server did not start" >&2; exit 1; }
 
+# The server's own client tools (psql) first on the PATH, for tests that make a schema.
+export PATH="$PG_BIN:$PATH"
 export MERCATOR_TEST_POSTGRES_URL="postgres://mercator@127.0.0.1:$PORT/postgres"
 export MERCATOR_TEST_POSTGRES_REQUIRED=1
 echo "test-postgres: PostgreSQL $("$PG_BIN/pg_ctl" --version | awk '{print $3}') on 127.0.0.1:$PORT" >&2
