@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use mercator_evidence::merkle::{self, node_hash, record_leaf_hash, Hash, NodeSource, ProofError};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::types::ToSql;
@@ -251,16 +252,22 @@ impl PostgresStore {
         describe(&self.inner.config)
     }
 
-    /// A connection of the pool, opened again if the server dropped it.
+    /// A connection of the pool, opened again if the server dropped it: a free one if
+    /// there is one, else the next in turn, once it is free.
     async fn checkout(&self) -> Result<MutexGuard<'_, Option<Client>>, SinkError> {
-        let count = self.inner.slots.len();
-        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % count;
-        let slot = self
-            .inner
-            .slots
-            .get(index)
-            .ok_or_else(|| SinkError::Internal("the connection pool is empty".to_owned()))?;
-        let mut guard = slot.lock().await;
+        let slots = &self.inner.slots;
+        let free = slots.iter().find_map(|slot| slot.try_lock().ok());
+        let mut guard = match free {
+            Some(guard) => guard,
+            None => {
+                let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % slots.len();
+                slots
+                    .get(index)
+                    .ok_or_else(|| SinkError::Internal("the connection pool is empty".to_owned()))?
+                    .lock()
+                    .await
+            }
+        };
         if guard.as_ref().is_none_or(Client::is_closed) {
             *guard = Some(connect(&self.inner.config).await?);
         }
@@ -863,11 +870,13 @@ async fn page(
         .iter()
         .map(|value| value.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    let rows = client.query(&sql, &parameters).await?;
+    // Streamed, so that a page cut short by its byte budget never holds the rest.
+    let rows = client.query_raw(&sql, parameters).await?;
+    let mut rows = std::pin::pin!(rows);
 
     let mut page_rows = Vec::new();
     let mut bytes = 0usize;
-    for row in rows {
+    while let Some(row) = rows.try_next().await? {
         let text: String = row.try_get(2)?;
         bytes += text.len();
         page_rows.push(StoredRow {
