@@ -100,13 +100,29 @@ pub enum SinkError {
 
     /// PostgreSQL failed (refused, unreachable, a constraint or trigger). Logged with its
     /// cause; the client sees only that storage failed.
-    #[error("the evidence store failed: {0}")]
+    #[error("the evidence store failed: {}", postgres_cause(.0))]
     Postgres(#[from] tokio_postgres::Error),
 
     /// A failure that is the sink's own fault (a blocking task that did not finish, a
     /// stored record that no longer parses). Logged with its cause.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// tokio-postgres shows only "db error" or "error connecting to server"; the log needs the
+/// server's message (or the I/O cause) and its SQLSTATE.
+pub(crate) fn postgres_cause(error: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    match (error.as_db_error(), error.source()) {
+        (Some(db), _) => format!(
+            "{}: {} (SQLSTATE {})",
+            error,
+            db.message(),
+            db.code().code()
+        ),
+        (None, Some(source)) => format!("{error}: {source}"),
+        (None, None) => error.to_string(),
+    }
 }
 
 impl SinkError {

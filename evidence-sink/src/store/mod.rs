@@ -8,7 +8,7 @@
 //! Two backends answer: SQLite ([`sqlite`], the default: one file, one sink process) and
 //! PostgreSQL ([`postgres`], for several sink replicas writing to one database). Both keep
 //! the same tables (`evidence`, `evidence_leaves`, `merkle_nodes`; see [`sqlite`] for their
-//! meaning and triggers). [`Store::open`] picks one from the sink's `--db` value: a
+//! meaning and triggers). [`Store::open_db`] picks one from the sink's `--db` value: a
 //! `postgres://` or `postgresql://` URL opens PostgreSQL, anything else is a SQLite path.
 //!
 //! Several replicas keep one tree because the tree's size is never counted in a process:
@@ -26,6 +26,9 @@
 //! * Records are never updated. A record's content is deleted only by erasure or retention,
 //!   which mark its leaf `erased` or `pruned` first; the leaf hash and every tree node stay.
 //! * The tree's nodes are derived from the leaves and can be rebuilt from them.
+//!
+//! `tests/store.rs` checks this contract through [`Store`] on both backends (PostgreSQL
+//! when `MERCATOR_TEST_POSTGRES_URL` names a server; `scripts/test-postgres.sh` starts one).
 
 pub mod postgres;
 pub mod sqlite;
@@ -51,7 +54,10 @@ pub enum StoreError {
     },
 
     /// PostgreSQL refused the connection or the schema setup.
-    #[error("cannot open evidence database {database}: {source}")]
+    #[error(
+        "cannot open evidence database {database}: {}",
+        crate::error::postgres_cause(source)
+    )]
     Postgres {
         /// The database, without its password.
         database: String,

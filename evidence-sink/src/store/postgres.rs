@@ -890,3 +890,37 @@ async fn page(
     }
     Ok(page_rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_refused_naming_it_without_its_password() {
+        // Port 1 on loopback: nothing listens there.
+        let url = "postgres://mercator:hunter2@127.0.0.1:1/evidence?connect_timeout=5";
+
+        let Err(error) = PostgresStore::open(url).await else {
+            panic!("opening an unreachable database should fail");
+        };
+
+        let message = error.to_string();
+        assert!(
+            message.contains("postgres://mercator@127.0.0.1:1/evidence"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("error connecting"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_url_that_does_not_parse_is_refused_without_echoing_it() {
+        let Err(error) = PostgresStore::open("postgres://u:hunter2@host:notaport/db").await else {
+            panic!("a bad URL should be refused");
+        };
+
+        let message = error.to_string();
+        assert!(message.contains("--db"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}
