@@ -69,7 +69,15 @@ stop() {
     exit $status
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+child=
+# A signal stops the command first, then the EXIT trap stops the server at once (bash
+# would otherwise run the trap only once a foreground command had finished).
+forward() {
+    [[ -n $child ]] && kill "-$1" "$child" 2>/dev/null && wait "$child"
+    exit "$2"
+}
+trap 'forward INT 130' INT
+trap 'forward TERM 143' TERM
 
 as_pg "$PG_BIN/initdb" -D "$DATA" -U mercator --auth=trust -E UTF8 --no-locale >"$DIR/initdb.log" 2>&1 \
     || { cat "$DIR/initdb.log" >&2; exit 1; }
@@ -92,4 +100,6 @@ export PATH="$PG_BIN:$PATH"
 export MERCATOR_TEST_POSTGRES_URL="postgres://mercator@127.0.0.1:$PORT/postgres"
 export MERCATOR_TEST_POSTGRES_REQUIRED=1
 echo "test-postgres: PostgreSQL $("$PG_BIN/pg_ctl" --version | awk '{print $3}') on 127.0.0.1:$PORT" >&2
-"$@"
+"$@" <&0 &
+child=$!
+wait "$child"
