@@ -2,10 +2,13 @@
 #
 #   make run    build, then serve the gateway locally (sink, provider stand-in, Envoy)
 #   make test   build, then run every test: Rust units, clippy, Rego tests, and the
-#               integration tests against a real Envoy, and a few seconds of `make bench`
+#               integration tests against a real Envoy (the unit and integration tests
+#               run beside a throwaway PostgreSQL server: scripts/test-postgres.sh, which
+#               installs the Debian postgresql package when it is missing), and a few
+#               seconds of `make bench`
 #   make bench  the cost of governance: the same load through the provider stand-in, Envoy,
 #               Envoy with the filter loaded but idle, and the full filter, plus criterion
-#               micro-benchmarks; `make bench PEERS=1` adds the LiteLLM proxy (bench/README.md)
+#               micro-benchmarks; `make bench PEERS=1` adds the LiteLLM proxy
 #
 # Everything installed lands in the project: the wasm target through rustup, Envoy and
 # the Python test clients in .venv, development keys and certificates in .dev.
@@ -28,7 +31,7 @@ LITELLM_VERSION := 1.106.12
 BENCH_MEASURE_SECONDS ?= 3
 
 .PHONY: all build filter binaries wasm-target venv dev run test unit lint policy-test \
-	integration fuzz fmt clean bench bench-smoke bench-micro bench-wasm
+	integration test-postgres fuzz fmt clean bench bench-smoke bench-micro bench-wasm
 
 all: build
 
@@ -60,8 +63,16 @@ run: build venv dev
 
 test: build venv unit lint policy-test integration bench-smoke
 
+# The evidence sink's store tests run on SQLite and on PostgreSQL: scripts/test-postgres.sh
+# starts a throwaway server, sets MERCATOR_TEST_POSTGRES_URL, runs the command, stops it.
 unit:
-	$(CARGO) test --workspace --locked
+	scripts/test-postgres.sh $(CARGO) test --workspace --locked
+
+# Only the PostgreSQL-backed sink tests, Rust and integration.
+test-postgres: build venv
+	scripts/test-postgres.sh $(CARGO) test --locked -p mercator-evidence-sink
+	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) scripts/test-postgres.sh \
+		$(VENV)/bin/python -m pytest tests/test_evidence_postgres.py -q
 
 lint:
 	$(CARGO) fmt --all --check
@@ -78,7 +89,8 @@ fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --locked -p mercator-filter --test properties
 
 integration: build venv
-	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) $(VENV)/bin/python -m pytest tests -q
+	MERCATOR_WASM=$(WASM) MERCATOR_BIN=$(BIN) scripts/test-postgres.sh \
+		$(VENV)/bin/python -m pytest tests -q
 
 # oha: an open-loop, fixed-rate HTTP load generator that corrects for coordinated omission.
 $(OHA):

@@ -303,13 +303,15 @@ def start_stack(
     extra_users: dict[str, dict[str, str]] | None = None,
     limits: dict | None = None,
     evidence: dict | None = None,
+    db: str | None = None,
 ) -> Stack:
     """The development stack; `identity` replaces the gateway configuration's identity
     section, `require_client_certificate` turns on mTLS at the listener, and
     `extra_policies` (file name to Rego source) join the shipped policies; the extra keys
     labelled in `disabled_keys` are configured disabled. `extra_users` adds one key per
     label, for a user of that name with those attributes; `limits` is merged into the
-    configuration's limits, `evidence` into its evidence section."""
+    configuration's limits, `evidence` into its evidence section. `db` is the sink's `--db`
+    (a PostgreSQL URL, say); by default a SQLite file in `workdir`."""
     require_built()
     dev = workdir / "dev"
     run([str(BIN / "mercator"), "dev-init", "--dir", str(dev)])
@@ -410,7 +412,7 @@ def start_stack(
         stack.sink_args = [
             str(BIN / "evidence-sink"),
             "--listen", f"127.0.0.1:{stack.sink_port}",
-            "--db", str(workdir / "evidence.sqlite"),
+            "--db", db or str(workdir / "evidence.sqlite"),
             "--keys", str(dev / "sink-keys.json"),
             "--tree-key", str(dev / "sink-tree.key"),
             "--operator-token-sha256", (dev / "operator-token.sha256").read_text().strip(),

@@ -98,10 +98,31 @@ pub enum SinkError {
     #[error("the evidence store failed: {0}")]
     Database(#[from] rusqlite::Error),
 
+    /// PostgreSQL failed (refused, unreachable, a constraint or trigger). Logged with its
+    /// cause; the client sees only that storage failed.
+    #[error("the evidence store failed: {}", postgres_cause(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+
     /// A failure that is the sink's own fault (a blocking task that did not finish, a
     /// stored record that no longer parses). Logged with its cause.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// tokio-postgres shows only "db error" or "error connecting to server"; the log needs the
+/// server's message (or the I/O cause) and its SQLSTATE.
+pub(crate) fn postgres_cause(error: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    match (error.as_db_error(), error.source()) {
+        (Some(db), _) => format!(
+            "{}: {} (SQLSTATE {})",
+            error,
+            db.message(),
+            db.code().code()
+        ),
+        (None, Some(source)) => format!("{error}: {source}"),
+        (None, None) => error.to_string(),
+    }
 }
 
 impl SinkError {
@@ -125,7 +146,7 @@ impl SinkError {
             Self::Removed { how, .. } => (StatusCode::GONE, how.as_str()),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::Database(_) | Self::Internal(_) => {
+            Self::Database(_) | Self::Postgres(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
         }

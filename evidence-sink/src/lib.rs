@@ -50,13 +50,19 @@
 //!               [--retention-days 90] [--prune-interval-secs 3600] [--max-body-bytes 16777216]
 //! ```
 //!
+//! `--db postgres://user@host/dbname` stores in PostgreSQL instead of a SQLite file, for
+//! several sink replicas sharing one database (see [`store`]).
+//!
 //! `keys.json` has the shape of `GET /v1/keys` (see [`load_keys`]); `sink-tree.key` holds
 //! the base64 seed of the sink's own Ed25519 key. `RUST_LOG` sets the log level (default
 //! `info`). The sink stops cleanly on SIGINT or SIGTERM.
 //!
 //! `cargo test -p mercator-evidence-sink` runs unit tests beside the code, the HTTP tests in
 //! `tests/http.rs` (the router without a socket, SQLite in memory) and the auditor's tests
-//! in `tests/audit.rs` (a SQLite file tampered with behind the sink's back).
+//! in `tests/audit.rs` (a database tampered with behind the sink's back). `tests/store.rs`,
+//! `tests/http.rs` and `tests/audit.rs` run on both backends: PostgreSQL comes from
+//! `MERCATOR_TEST_POSTGRES_URL`, which `scripts/test-postgres.sh` sets after starting a
+//! throwaway server; without it those PostgreSQL variants print that they were skipped.
 //!
 //! # The operator's tool
 //!
@@ -94,8 +100,8 @@ pub use store::{BatchOutcome, RecordFilter, Store, StoreError};
 pub struct SinkConfig {
     /// The address to listen on.
     pub listen: SocketAddr,
-    /// The SQLite database file, created when missing.
-    pub db: PathBuf,
+    /// Where records live: a `postgres://` URL, or else a SQLite file, created when missing.
+    pub db: String,
     /// The keys file.
     pub keys: PathBuf,
     /// The file holding the base64 seed of the sink's tree key (signs tree heads).
@@ -147,13 +153,13 @@ pub enum StartupError {
 /// Loads the keys, opens the store, and serves until SIGINT or SIGTERM.
 pub async fn serve(config: SinkConfig) -> Result<(), StartupError> {
     let keys = load_keys(&config.keys)?;
-    let store = Store::open(&config.db)?;
+    let store = Store::open_db(&config.db).await?;
     let tree_key = load_tree_key(&config.tree_key)?;
     tracing::info!(
         keys.count = keys.len(),
         keys.ids = %keys.ids().collect::<Vec<_>>().join(","),
         tree_key.id = %tree_key.key_id(),
-        db.path = %config.db.display(),
+        db = %store.describe(),
         retention.days = config.retention.map(|r| r.as_secs() / 86_400),
         "evidence sink ready"
     );

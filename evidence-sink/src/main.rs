@@ -19,9 +19,10 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:8600")]
     listen: SocketAddr,
 
-    /// SQLite database file; created when missing.
-    #[arg(long)]
-    db: PathBuf,
+    /// Where records live: a SQLite file, created when missing, or a PostgreSQL URL
+    /// (`postgres://user:password@host:port/dbname`) shared by several sink replicas.
+    #[arg(long, env = "MERCATOR_SINK_DB")]
+    db: String,
 
     /// Trusted keys, shaped like GET /v1/keys: {"keys":[{"key_id":…,"public_key":…}]}.
     #[arg(long)]

@@ -1,6 +1,6 @@
-//! The auditor's side: bundles and consistency proofs from a sink on a real SQLite file,
-//! checked by `mercator audit`'s logic, after the file was tampered with behind the sink's
-//! back.
+//! The auditor's side: bundles and consistency proofs from a sink on a real database (a
+//! SQLite file, and a PostgreSQL schema), checked by `mercator audit`'s logic, after the
+//! database was tampered with behind the sink's back.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,6 +23,8 @@ use mercator_evidence_sink::{app, AppState, KeyRing, KeysDocument, OperatorToken
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+mod common;
+
 const TOKEN: &str = "mjop_audit-test";
 
 fn gateway_key() -> SigningKey {
@@ -37,8 +39,8 @@ fn gateway_keys() -> KeyRing {
     KeyRing::new([gateway_key().verifying_key()])
 }
 
-fn sink_on(path: &Path) -> Router {
-    let store = Store::open(path).unwrap();
+async fn sink_on(db: &str) -> Router {
+    let store = Store::open_db(db).await.unwrap();
     app(AppState {
         operator: Some(OperatorToken::of_token(TOKEN)),
         ..AppState::new(gateway_keys(), store, tree_key())
@@ -114,24 +116,16 @@ async fn consistency(sink: &Router, old: &Value) -> Result<String, AuditFailure>
     audit_consistency(old, &new, &proof, &published_tree_key())
 }
 
-fn tamper(path: &Path, sql: &str) {
-    let connection = rusqlite::Connection::open(path).unwrap();
-    connection
-        .execute_batch(
-            "DROP TRIGGER evidence_is_never_updated;
-             DROP TRIGGER evidence_is_deleted_only_when_removed;
-             DROP TRIGGER leaves_are_never_deleted;
-             DROP TRIGGER leaves_change_only_to_removed;
-             DROP TRIGGER nodes_are_never_deleted;",
-        )
+async fn tamper(db: &str, sql: &str) {
+    common::disable_triggers(db).await;
+    common::execute_behind_the_sinks_back(db, sql)
+        .await
         .unwrap();
-    connection.execute_batch(sql).unwrap();
 }
 
-#[tokio::test]
 async fn an_untouched_bundle_passes_and_names_what_it_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = sink_on(&dir.path().join("evidence.sqlite"));
+    let sink = sink_on(&common::fresh_db(dir.path()).await).await;
     ingest(&sink, &["evt_a1", "evt_a2", "evt_a3"], "alice").await;
     ingest(&sink, &["evt_b1"], "bob").await;
 
@@ -148,18 +142,18 @@ async fn an_untouched_bundle_passes_and_names_what_it_checked() {
     assert!(all.lines().contains("every inclusion proof verified"));
 }
 
-#[tokio::test]
 async fn a_record_edited_in_the_database_is_caught_by_the_auditor() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("evidence.sqlite");
-    let sink = sink_on(&path);
+    let path = common::fresh_db(dir.path()).await;
+    let sink = sink_on(&path).await;
     ingest(&sink, &["evt_1", "evt_2", "evt_3"], "alice").await;
 
     tamper(
         &path,
         "UPDATE evidence SET record = replace(record, '\"user_id\":\"alice\"', \
          '\"user_id\":\"mallory\"') WHERE id = 'evt_2';",
-    );
+    )
+    .await;
     let bundle = get(&sink, "/v1/evidence/bundle").await;
     assert!(bundle.contains("mallory"));
 
@@ -169,11 +163,10 @@ async fn a_record_edited_in_the_database_is_caught_by_the_auditor() {
     assert!(failure.reason.contains("signature"), "{}", failure.reason);
 }
 
-#[tokio::test]
 async fn a_record_swapped_for_another_validly_signed_one_fails_its_inclusion_proof() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("evidence.sqlite");
-    let sink = sink_on(&path);
+    let path = common::fresh_db(dir.path()).await;
+    let sink = sink_on(&path).await;
     ingest(&sink, &["evt_1", "evt_2", "evt_3"], "alice").await;
 
     // A genuine, signed record put in place of another: its signature holds, the tree
@@ -185,7 +178,8 @@ async fn a_record_swapped_for_another_validly_signed_one_fails_its_inclusion_pro
             "UPDATE evidence SET record = '{}' WHERE id = 'evt_2';",
             other.replace('\'', "''")
         ),
-    );
+    )
+    .await;
     let failure = audit(&get(&sink, "/v1/evidence/bundle").await, &gateway_keys()).unwrap_err();
 
     assert_eq!(failure.location, "line 3 (evt_2)");
@@ -196,11 +190,10 @@ async fn a_record_swapped_for_another_validly_signed_one_fails_its_inclusion_pro
     );
 }
 
-#[tokio::test]
 async fn a_record_deleted_from_the_database_breaks_the_consistency_proof() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("evidence.sqlite");
-    let sink = sink_on(&path);
+    let path = common::fresh_db(dir.path()).await;
+    let sink = sink_on(&path).await;
     ingest(
         &sink,
         &["evt_1", "evt_2", "evt_3", "evt_4", "evt_5"],
@@ -219,8 +212,9 @@ async fn a_record_deleted_from_the_database_breaks_the_consistency_proof() {
          UPDATE evidence_leaves SET leaf_index = -leaf_index WHERE leaf_index > 2;
          UPDATE evidence_leaves SET leaf_index = -leaf_index - 1 WHERE leaf_index < 0;
          DELETE FROM merkle_nodes;",
-    );
-    let sink = sink_on(&path);
+    )
+    .await;
+    let sink = sink_on(&path).await;
     ingest(&sink, &["evt_6", "evt_7"], "alice").await;
 
     // The rewritten log's own bundle verifies: only the kept tree head shows the deletion.
@@ -235,10 +229,9 @@ async fn a_record_deleted_from_the_database_breaks_the_consistency_proof() {
     );
 }
 
-#[tokio::test]
 async fn erasure_keeps_every_other_proof_and_the_tree_consistent() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = sink_on(&dir.path().join("evidence.sqlite"));
+    let sink = sink_on(&common::fresh_db(dir.path()).await).await;
     ingest(&sink, &["evt_a1", "evt_a2"], "alice").await;
     ingest(&sink, &["evt_b1", "evt_b2"], "bob").await;
     ingest(&sink, &["evt_a3"], "alice").await;
@@ -259,10 +252,9 @@ async fn erasure_keeps_every_other_proof_and_the_tree_consistent() {
     assert!(consistency(&sink, &before).await.is_ok());
 }
 
-#[tokio::test]
 async fn a_revoked_key_fails_the_audit_of_records_it_signed_after_revocation() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = sink_on(&dir.path().join("evidence.sqlite"));
+    let sink = sink_on(&common::fresh_db(dir.path()).await).await;
     ingest(&sink, &["evt_1", "evt_2", "evt_3"], "alice").await;
     // The auditor learns that the key was revoked at 10:00:01, before evt_2 and evt_3.
     let public = gateway_key().verifying_key();
@@ -278,10 +270,9 @@ async fn a_revoked_key_fails_the_audit_of_records_it_signed_after_revocation() {
     assert!(failure.reason.contains("revoked_at"), "{}", failure.reason);
 }
 
-#[tokio::test]
 async fn a_cut_off_or_foreign_bundle_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = sink_on(&dir.path().join("evidence.sqlite"));
+    let sink = sink_on(&common::fresh_db(dir.path()).await).await;
     ingest(&sink, &["evt_1", "evt_2"], "alice").await;
     let bundle = get(&sink, "/v1/evidence/bundle").await;
     let lines: Vec<&str> = bundle.lines().collect();
@@ -302,3 +293,13 @@ async fn a_cut_off_or_foreign_bundle_is_refused() {
     assert!(audit("", &gateway_keys()).is_err());
     assert!(tree_key_from_json(r#"{"key_id":"ed25519:0000000000000000","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#).is_err());
 }
+
+on_both_backends!(
+    an_untouched_bundle_passes_and_names_what_it_checked,
+    a_record_edited_in_the_database_is_caught_by_the_auditor,
+    a_record_swapped_for_another_validly_signed_one_fails_its_inclusion_proof,
+    a_record_deleted_from_the_database_breaks_the_consistency_proof,
+    erasure_keeps_every_other_proof_and_the_tree_consistent,
+    a_revoked_key_fails_the_audit_of_records_it_signed_after_revocation,
+    a_cut_off_or_foreign_bundle_is_refused,
+);

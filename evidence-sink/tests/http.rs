@@ -22,6 +22,8 @@ use mercator_evidence_sink::{app, AppState, KeyRing, OperatorToken, Store, CSV_C
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+mod common;
+
 fn gateway_key() -> SigningKey {
     SigningKey::from_seed(&[7; 32])
 }
@@ -40,17 +42,17 @@ fn state(keys: KeyRing, store: Store) -> AppState {
     }
 }
 
-fn sink_with_limit(max_body_bytes: usize) -> Router {
+async fn sink_with_limit(max_body_bytes: usize) -> Router {
     let keys = KeyRing::new([gateway_key().verifying_key()]);
-    let store = Store::open_in_memory().unwrap();
+    let store = common::fresh_store().await;
     app(AppState {
         max_body_bytes,
         ..state(keys, store)
     })
 }
 
-fn sink() -> Router {
-    sink_with_limit(mercator_evidence_sink::DEFAULT_MAX_BODY_BYTES)
+async fn sink() -> Router {
+    sink_with_limit(mercator_evidence_sink::DEFAULT_MAX_BODY_BYTES).await
 }
 
 /// A record as the filter builds it, before signing. Built from JSON so the test reads
@@ -166,9 +168,8 @@ async fn stored_ids(sink: &Router) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
 async fn a_good_record_is_accepted_and_fetched_back_byte_identical() {
-    let sink = sink();
+    let sink = sink().await;
     let text = signed(&record(
         "evt_one",
         "user_finance",
@@ -185,9 +186,8 @@ async fn a_good_record_is_accepted_and_fetched_back_byte_identical() {
     assert_eq!(fetched.text(), text);
 }
 
-#[tokio::test]
 async fn a_stored_record_still_verifies_without_the_sink() {
-    let sink = sink();
+    let sink = sink().await;
     let pretty = serde_json::to_string_pretty(&signed_value(&record(
         "evt_one",
         "u",
@@ -202,9 +202,8 @@ async fn a_stored_record_still_verifies_without_the_sink() {
     assert!(verify_record(&fetched, |_| Some(&public)).is_valid());
 }
 
-#[tokio::test]
 async fn a_record_changed_after_signing_is_refused_with_422_and_not_stored() {
-    let sink = sink();
+    let sink = sink().await;
     let mut tampered = signed_value(&record("evt_one", "user_finance", "2026-12-03T10:30:00Z"));
     tampered["user_id"] = json!("user_admin");
 
@@ -220,9 +219,8 @@ async fn a_record_changed_after_signing_is_refused_with_422_and_not_stored() {
     );
 }
 
-#[tokio::test]
 async fn a_record_signed_by_an_unknown_key_is_refused_with_unknown_key() {
-    let sink = sink();
+    let sink = sink().await;
     let stranger = SigningKey::from_seed(&[99; 32]);
     let text = record("evt_one", "u", "2026-12-03T10:30:00Z")
         .sign(&stranger)
@@ -236,9 +234,8 @@ async fn a_record_signed_by_an_unknown_key_is_refused_with_unknown_key() {
     assert!(stored_ids(&sink).await.is_empty());
 }
 
-#[tokio::test]
 async fn a_record_without_a_signature_is_refused_naming_the_member() {
-    let sink = sink();
+    let sink = sink().await;
     let mut unsigned = signed_value(&record("evt_one", "u", "2026-12-03T10:30:00Z"));
     unsigned.as_object_mut().unwrap().remove("signature");
 
@@ -249,9 +246,8 @@ async fn a_record_without_a_signature_is_refused_naming_the_member() {
     assert!(answer.error_message().contains("`signature`"));
 }
 
-#[tokio::test]
 async fn a_batch_is_stored_whole() {
-    let sink = sink();
+    let sink = sink().await;
     let batch = json!([
         signed_value(&record("evt_a", "u", "2026-12-03T10:30:00Z")),
         signed_value(&record("evt_b", "u", "2026-12-03T10:31:00Z")),
@@ -265,9 +261,8 @@ async fn a_batch_is_stored_whole() {
     assert_eq!(stored_ids(&sink).await, ["evt_a", "evt_b", "evt_c"]);
 }
 
-#[tokio::test]
 async fn a_batch_with_one_bad_record_stores_nothing() {
-    let sink = sink();
+    let sink = sink().await;
     let mut bad = signed_value(&record("evt_c", "u", "2026-12-03T10:32:00Z"));
     bad["cost"] = json!(0.0);
     let batch = json!([
@@ -283,9 +278,8 @@ async fn a_batch_with_one_bad_record_stores_nothing() {
     assert!(stored_ids(&sink).await.is_empty());
 }
 
-#[tokio::test]
 async fn a_record_sent_twice_is_counted_as_a_duplicate_and_stored_once() {
-    let sink = sink();
+    let sink = sink().await;
     let text = signed(&record("evt_one", "u", "2026-12-03T10:30:00Z"));
     post(&sink, text.clone()).await;
 
@@ -306,9 +300,8 @@ async fn a_record_sent_twice_is_counted_as_a_duplicate_and_stored_once() {
     assert_eq!(stored_ids(&sink).await, ["evt_one", "evt_two"]);
 }
 
-#[tokio::test]
 async fn a_different_record_under_a_stored_id_is_refused_with_409_and_its_batch_dropped() {
-    let sink = sink();
+    let sink = sink().await;
     post(
         &sink,
         signed(&record("evt_one", "user_a", "2026-12-03T10:30:00Z")),
@@ -327,9 +320,8 @@ async fn a_different_record_under_a_stored_id_is_refused_with_409_and_its_batch_
     assert_eq!(kept["user_id"], "user_a");
 }
 
-#[tokio::test]
 async fn a_query_filters_by_user_id_and_time_range() {
-    let sink = sink();
+    let sink = sink().await;
     let batch = json!([
         signed_value(&record("evt_1", "alice", "2026-12-03T09:59:59.999Z")),
         signed_value(&record("evt_2", "alice", "2026-12-03T10:00:00Z")),
@@ -360,9 +352,8 @@ async fn a_query_filters_by_user_id_and_time_range() {
     assert_eq!(body["count"], 2);
 }
 
-#[tokio::test]
 async fn a_query_filters_by_request_id_and_decision_and_honours_the_limit() {
-    let sink = sink();
+    let sink = sink().await;
     let batch = json!([
         signed_value(&record("evt_1", "alice", "2026-12-03T10:00:00Z")),
         signed_value(&record("evt_2", "alice", "2026-12-03T10:01:00Z")),
@@ -383,9 +374,8 @@ async fn a_query_filters_by_request_id_and_decision_and_honours_the_limit() {
     assert_eq!(limited["records"][1]["id"], "evt_2");
 }
 
-#[tokio::test]
 async fn a_bad_from_is_refused_with_400_naming_from() {
-    let sink = sink();
+    let sink = sink().await;
 
     let answer = get(&sink, "/v1/evidence?from=last-tuesday").await;
 
@@ -394,9 +384,8 @@ async fn a_bad_from_is_refused_with_400_naming_from() {
     assert!(answer.error_message().contains("`from`"));
 }
 
-#[tokio::test]
 async fn bad_limits_formats_and_unknown_parameters_are_refused_by_name() {
-    let sink = sink();
+    let sink = sink().await;
 
     for (uri, parameter) in [
         ("/v1/evidence?limit=5000", "`limit`"),
@@ -413,9 +402,8 @@ async fn bad_limits_formats_and_unknown_parameters_are_refused_by_name() {
     }
 }
 
-#[tokio::test]
 async fn csv_and_jsonl_exports_hold_the_same_records_as_json() {
-    let sink = sink();
+    let sink = sink().await;
     let mut tricky = record("evt_2", "bob, \"the\" builder", "2026-12-03T10:01:00Z");
     tricky.model = Some("line\nbreak".to_owned());
     let texts = [
@@ -462,9 +450,8 @@ async fn csv_and_jsonl_exports_hold_the_same_records_as_json() {
     }
 }
 
-#[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
-    let sink = sink_with_limit(1024);
+    let sink = sink_with_limit(1024).await;
     let text = signed(&record("evt_one", "u", "2026-12-03T10:30:00Z"));
     let padded = format!("{text}{}", " ".repeat(2048));
 
@@ -475,9 +462,8 @@ async fn a_body_over_the_limit_is_refused_with_413() {
     assert!(stored_ids(&sink).await.is_empty());
 }
 
-#[tokio::test]
 async fn a_body_streamed_without_a_length_is_still_limited() {
-    let sink = sink_with_limit(1024);
+    let sink = sink_with_limit(1024).await;
     let body = Body::new(SpaceChunks { left: 64 });
 
     let answer = post(&sink, body).await;
@@ -507,9 +493,8 @@ impl http_body::Body for SpaceChunks {
     }
 }
 
-#[tokio::test]
 async fn garbage_bodies_never_get_a_server_error() {
-    let sink = sink();
+    let sink = sink().await;
     let deep_arrays = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_objects = "{\"a\":".repeat(100_000);
     let bodies: Vec<(Vec<u8>, &str)> = vec![
@@ -555,9 +540,8 @@ async fn garbage_bodies_never_get_a_server_error() {
     assert_eq!(get(&sink, "/healthz").await.status, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn an_unknown_id_is_404_not_found() {
-    let sink = sink();
+    let sink = sink().await;
 
     let answer = get(&sink, "/v1/evidence/evt_nobody").await;
 
@@ -565,9 +549,8 @@ async fn an_unknown_id_is_404_not_found() {
     assert_eq!(answer.error_code(), "not_found");
 }
 
-#[tokio::test]
 async fn unknown_routes_and_methods_answer_with_json_errors() {
-    let sink = sink();
+    let sink = sink().await;
 
     let missing = get(&sink, "/v2/nothing").await;
     let wrong = call(
@@ -582,9 +565,8 @@ async fn unknown_routes_and_methods_answer_with_json_errors() {
     assert_eq!(wrong.error_code(), "method_not_allowed");
 }
 
-#[tokio::test]
 async fn the_keys_endpoint_lists_the_trusted_keys() {
-    let sink = sink();
+    let sink = sink().await;
     let public = gateway_key().verifying_key();
 
     let answer = get(&sink, "/v1/keys").await;
@@ -596,9 +578,8 @@ async fn the_keys_endpoint_lists_the_trusted_keys() {
     );
 }
 
-#[tokio::test]
 async fn health_answers_ok_when_the_database_answers() {
-    let answer = get(&sink(), "/healthz").await;
+    let answer = get(&sink().await, "/healthz").await;
 
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json(), json!({"status": "ok"}));
@@ -648,9 +629,8 @@ async fn verified_head(sink: &Router, size: Option<u64>) -> mercator_evidence::T
     verify_tree_head(&answer.json(), &tree_key().verifying_key()).unwrap()
 }
 
-#[tokio::test]
 async fn the_tree_head_is_signed_by_the_published_tree_key_and_covers_every_record() {
-    let sink = sink();
+    let sink = sink().await;
     let empty = verified_head(&sink, None).await;
     assert_eq!(empty.tree_size, 0);
     assert_eq!(empty.root(), Some(empty_root()));
@@ -682,9 +662,8 @@ async fn the_tree_head_is_signed_by_the_published_tree_key_and_covers_every_reco
         .contains(&tree_key().key_id().to_string()));
 }
 
-#[tokio::test]
 async fn every_record_has_an_inclusion_proof_in_the_current_and_in_older_tree_heads() {
-    let sink = sink();
+    let sink = sink().await;
     let records = numbered(7, "alice");
     post_batch(&sink, &records[..3]).await;
     post_batch(&sink, &records[3..]).await;
@@ -740,9 +719,8 @@ async fn every_record_has_an_inclusion_proof_in_the_current_and_in_older_tree_he
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
 async fn consistency_proofs_link_every_older_tree_head_to_the_newest() {
-    let sink = sink();
+    let sink = sink().await;
     let records = numbered(9, "alice");
     let mut heads = Vec::new();
     for chunk in records.chunks(2) {
@@ -789,9 +767,8 @@ async fn consistency_proofs_link_every_older_tree_head_to_the_newest() {
 
 // ---- The operator token ----
 
-#[tokio::test]
 async fn query_export_reading_and_erasure_need_the_operator_token_and_ingestion_does_not() {
-    let sink = sink();
+    let sink = sink().await;
     let text = signed(&record("evt_one", "alice", "2026-12-03T10:30:00Z"));
     assert_eq!(post(&sink, text).await.status, StatusCode::CREATED);
 
@@ -844,14 +821,9 @@ async fn query_export_reading_and_erasure_need_the_operator_token_and_ingestion_
     }
 }
 
-#[tokio::test]
 async fn a_sink_without_an_operator_token_refuses_every_operator_endpoint() {
     let keys = KeyRing::new([gateway_key().verifying_key()]);
-    let sink = app(AppState::new(
-        keys,
-        Store::open_in_memory().unwrap(),
-        tree_key(),
-    ));
+    let sink = app(AppState::new(keys, common::fresh_store().await, tree_key()));
 
     let answer = get(&sink, "/v1/evidence").await;
 
@@ -870,9 +842,8 @@ async fn post_operator(sink: &Router, uri: &str, body: &str) -> Answer {
     call(sink, request).await
 }
 
-#[tokio::test]
 async fn erasure_removes_a_users_content_and_every_other_proof_still_verifies() {
-    let sink = sink();
+    let sink = sink().await;
     let mut records = numbered(4, "alice");
     records.extend(numbered(5, "bob"));
     records.swap(1, 6);
@@ -929,9 +900,8 @@ async fn erasure_removes_a_users_content_and_every_other_proof_still_verifies() 
     }
 }
 
-#[tokio::test]
 async fn pruning_removes_records_older_than_the_retention_period_and_keeps_their_leaves() {
-    let sink = sink();
+    let sink = sink().await;
     let old = record("evt_old", "alice", "2020-01-01T00:00:00Z");
     let recent_time = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -956,7 +926,6 @@ async fn pruning_removes_records_older_than_the_retention_period_and_keeps_their
 
 // ---- Keys with validity windows ----
 
-#[tokio::test]
 async fn a_revoked_key_still_verifies_its_earlier_records_and_refuses_later_ones() {
     let revoked = gateway_key().verifying_key();
     let document: mercator_evidence_sink::KeysDocument = serde_json::from_value(json!({"keys": [{
@@ -966,7 +935,7 @@ async fn a_revoked_key_still_verifies_its_earlier_records_and_refuses_later_ones
     }]}))
     .unwrap();
     let keys = KeyRing::from_document(&document, std::path::Path::new("keys.json")).unwrap();
-    let sink = app(state(keys, Store::open_in_memory().unwrap()));
+    let sink = app(state(keys, common::fresh_store().await));
 
     let before = post(
         &sink,
@@ -991,9 +960,8 @@ async fn a_revoked_key_still_verifies_its_earlier_records_and_refuses_later_ones
 
 // ---- Queries, pages and streamed exports ----
 
-#[tokio::test]
 async fn pages_follow_their_cursors_and_filters_include_provider_and_model() {
-    let sink = sink();
+    let sink = sink().await;
     let mut records = numbered(5, "alice");
     records[3].model = Some("gpt-3.5-turbo".to_owned());
     records[4].provider = Some("anthropic".to_owned());
@@ -1028,9 +996,8 @@ async fn pages_follow_their_cursors_and_filters_include_provider_and_model() {
     assert_eq!(by_provider["records"][0]["id"], records[4].id.as_str());
 }
 
-#[tokio::test]
 async fn a_bad_time_range_is_a_400_naming_to() {
-    let sink = sink();
+    let sink = sink().await;
 
     let answer = get(
         &sink,
@@ -1062,12 +1029,11 @@ async fn frames(sink: &Router, uri: &str) -> (StatusCode, Vec<Bytes>) {
     (status, frames)
 }
 
-#[tokio::test]
 async fn exports_stream_every_matching_record_page_by_page_in_three_formats() {
     let keys = KeyRing::new([gateway_key().verifying_key()]);
     let sink = app(AppState {
         export_page_records: 10,
-        ..state(keys, Store::open_in_memory().unwrap())
+        ..state(keys, common::fresh_store().await)
     });
     let count = 25;
     let records = numbered(count, "alice");
@@ -1099,9 +1065,8 @@ async fn exports_stream_every_matching_record_page_by_page_in_three_formats() {
     );
 }
 
-#[tokio::test]
 async fn a_bundle_holds_the_tree_head_and_each_records_proof() {
-    let sink = sink();
+    let sink = sink().await;
     let records = numbered(6, "alice");
     post_batch(&sink, &records).await;
     post_batch(&sink, &numbered(2, "bob")).await;
@@ -1134,9 +1099,8 @@ async fn a_bundle_holds_the_tree_head_and_each_records_proof() {
 
 // ---- Bad input ----
 
-#[tokio::test]
 async fn a_truncated_batch_is_a_400_and_stores_nothing() {
-    let sink = sink();
+    let sink = sink().await;
     let batch = format!(
         "[{},{}]",
         signed(&record("evt_a", "u", "2026-12-03T10:30:00Z")),
@@ -1151,9 +1115,8 @@ async fn a_truncated_batch_is_a_400_and_stores_nothing() {
     assert!(stored_ids(&sink).await.is_empty());
 }
 
-#[tokio::test]
 async fn a_hundred_megabyte_body_is_refused_with_413_after_reading_little_of_it() {
-    let sink = sink();
+    let sink = sink().await;
     let polled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // 100 MB in 1 MB chunks, with no declared length.
     let body = Body::new(CountedChunks {
@@ -1195,9 +1158,8 @@ impl http_body::Body for CountedChunks {
     }
 }
 
-#[tokio::test]
 async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
-    let sink = sink_with_limit(1024);
+    let sink = sink_with_limit(1024).await;
     let polled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let request = Request::post("/v1/evidence")
         .header(header::CONTENT_LENGTH, "104857600")
@@ -1213,3 +1175,42 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
     assert_eq!(answer.error_code(), "body_too_large");
     assert_eq!(polled.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+on_both_backends!(
+    a_good_record_is_accepted_and_fetched_back_byte_identical,
+    a_stored_record_still_verifies_without_the_sink,
+    a_record_changed_after_signing_is_refused_with_422_and_not_stored,
+    a_record_signed_by_an_unknown_key_is_refused_with_unknown_key,
+    a_record_without_a_signature_is_refused_naming_the_member,
+    a_batch_is_stored_whole,
+    a_batch_with_one_bad_record_stores_nothing,
+    a_record_sent_twice_is_counted_as_a_duplicate_and_stored_once,
+    a_different_record_under_a_stored_id_is_refused_with_409_and_its_batch_dropped,
+    a_query_filters_by_user_id_and_time_range,
+    a_query_filters_by_request_id_and_decision_and_honours_the_limit,
+    a_bad_from_is_refused_with_400_naming_from,
+    bad_limits_formats_and_unknown_parameters_are_refused_by_name,
+    csv_and_jsonl_exports_hold_the_same_records_as_json,
+    a_body_over_the_limit_is_refused_with_413,
+    a_body_streamed_without_a_length_is_still_limited,
+    garbage_bodies_never_get_a_server_error,
+    an_unknown_id_is_404_not_found,
+    unknown_routes_and_methods_answer_with_json_errors,
+    the_keys_endpoint_lists_the_trusted_keys,
+    health_answers_ok_when_the_database_answers,
+    the_tree_head_is_signed_by_the_published_tree_key_and_covers_every_record,
+    every_record_has_an_inclusion_proof_in_the_current_and_in_older_tree_heads,
+    consistency_proofs_link_every_older_tree_head_to_the_newest,
+    query_export_reading_and_erasure_need_the_operator_token_and_ingestion_does_not,
+    a_sink_without_an_operator_token_refuses_every_operator_endpoint,
+    erasure_removes_a_users_content_and_every_other_proof_still_verifies,
+    pruning_removes_records_older_than_the_retention_period_and_keeps_their_leaves,
+    a_revoked_key_still_verifies_its_earlier_records_and_refuses_later_ones,
+    pages_follow_their_cursors_and_filters_include_provider_and_model,
+    a_bad_time_range_is_a_400_naming_to,
+    exports_stream_every_matching_record_page_by_page_in_three_formats,
+    a_bundle_holds_the_tree_head_and_each_records_proof,
+    a_truncated_batch_is_a_400_and_stores_nothing,
+    a_hundred_megabyte_body_is_refused_with_413_after_reading_little_of_it,
+    a_declared_length_over_the_limit_is_refused_before_the_body_is_read,
+);

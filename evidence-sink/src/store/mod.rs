@@ -5,15 +5,19 @@
 //! the HTTP layer, the Merkle proofs ([`mercator_evidence::merkle`]) and the tree heads
 //! never know which database answers.
 //!
-//! Today there is one backend, SQLite ([`sqlite`]). **A PostgreSQL backend goes here**: a
-//! second variant of [`Store`] (say `Postgres(postgres::PostgresStore)`) with the same
-//! methods, the same tables (`evidence`, `evidence_leaves`, `merkle_nodes`; see
-//! [`sqlite`] for their meaning and triggers), and appends serialized by one transaction
-//! that locks the tree's size (so that two replicas never hand out one leaf index twice).
-//! Proofs need the hashes of stored subtrees through [`mercator_evidence::merkle::NodeSource`],
-//! whose calls depend only on the tree sizes: a remote backend can run a proof once against
-//! a recording source to learn which nodes it reads, fetch them in one query, and run it
-//! again against those.
+//! Two backends answer: SQLite ([`sqlite`], the default: one file, one sink process) and
+//! PostgreSQL ([`postgres`], for several sink replicas writing to one database). Both keep
+//! the same tables (`evidence`, `evidence_leaves`, `merkle_nodes`; see [`sqlite`] for their
+//! meaning and triggers). [`Store::open_db`] picks one from the sink's `--db` value: a
+//! `postgres://` or `postgresql://` URL opens PostgreSQL, anything else is a SQLite path.
+//!
+//! Several replicas keep one tree because the tree's size is never counted in a process:
+//! each append is one PostgreSQL transaction that locks the leaves table against other
+//! writers, reads the size from the database, and commits its leaves and nodes before the
+//! next append may start (see [`postgres`]). Proofs need the hashes of stored subtrees
+//! through [`mercator_evidence::merkle::NodeSource`], whose calls depend only on the tree
+//! sizes: the PostgreSQL backend runs a proof once against a recording source to learn
+//! which nodes it reads, fetches them in one query, and runs it again against those.
 //!
 //! # The contract every backend keeps
 //!
@@ -22,7 +26,11 @@
 //! * Records are never updated. A record's content is deleted only by erasure or retention,
 //!   which mark its leaf `erased` or `pruned` first; the leaf hash and every tree node stay.
 //! * The tree's nodes are derived from the leaves and can be rebuilt from them.
+//!
+//! `tests/store.rs` checks this contract through [`Store`] on both backends (PostgreSQL
+//! when `MERCATOR_TEST_POSTGRES_URL` names a server; `scripts/test-postgres.sh` starts one).
 
+pub mod postgres;
 pub mod sqlite;
 
 use mercator_evidence::merkle::Hash;
@@ -30,7 +38,60 @@ use mercator_evidence::merkle::Hash;
 use crate::error::SinkError;
 use crate::intake::VerifiedRecord;
 
-pub use sqlite::{SqliteStore, StoreError};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Why the store could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused to open or set up the file.
+    #[error("cannot open evidence database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// SQLite's reason.
+        source: rusqlite::Error,
+    },
+
+    /// PostgreSQL refused the connection or the schema setup.
+    #[error(
+        "cannot open evidence database {database}: {}",
+        crate::error::postgres_cause(source)
+    )]
+    Postgres {
+        /// The database, without its password.
+        database: String,
+        /// PostgreSQL's reason.
+        source: tokio_postgres::Error,
+    },
+
+    /// The database was written by a version of the sink with another schema.
+    #[error(
+        "evidence database {path} has schema version {found}; this sink knows versions 1 \
+         and {}",
+        sqlite::SCHEMA_VERSION
+    )]
+    UnknownSchema {
+        /// The database.
+        path: String,
+        /// The version found in it.
+        found: i64,
+    },
+
+    /// The tree's leaves do not match the records (a leaf missing, a hash wrong).
+    #[error("evidence database {path}: {reason}")]
+    Inconsistent {
+        /// The database.
+        path: String,
+        /// What does not match.
+        reason: String,
+    },
+}
+
+/// Whether the sink's `--db` value names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
 
 /// What a batch did to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,14 +196,35 @@ pub enum RecordLookup {
 }
 
 /// The evidence store, cheap to clone and share between requests. See the module docs for
-/// where a PostgreSQL backend goes.
+/// how the backends differ.
 #[derive(Clone)]
 pub enum Store {
     /// SQLite, one file (or memory, for tests).
     Sqlite(SqliteStore),
+    /// PostgreSQL, shared by any number of sink replicas.
+    Postgres(PostgresStore),
 }
 
 impl Store {
+    /// Opens the store that the sink's `--db` value names: a `postgres://` (or
+    /// `postgresql://`) URL connects to PostgreSQL, anything else is a SQLite file, created
+    /// when missing.
+    pub async fn open_db(db: &str) -> Result<Self, StoreError> {
+        if is_postgres_url(db) {
+            PostgresStore::open(db).await.map(Self::Postgres)
+        } else {
+            Self::open(std::path::Path::new(db))
+        }
+    }
+
+    /// Which database answers, for the start-up log line (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(store) => format!("sqlite:{}", store.path()),
+            Self::Postgres(store) => store.describe(),
+        }
+    }
+
     /// Opens (or creates) the SQLite database at `path`.
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
         SqliteStore::open(path).map(Self::Sqlite)
@@ -157,6 +239,7 @@ impl Store {
     pub async fn append(&self, records: Vec<VerifiedRecord>) -> Result<BatchOutcome, SinkError> {
         match self {
             Self::Sqlite(store) => store.run(move |c| sqlite::append(c, &records)).await,
+            Self::Postgres(store) => store.append(&records).await,
         }
     }
 
@@ -164,6 +247,7 @@ impl Store {
     pub async fn record(&self, id: String) -> Result<RecordLookup, SinkError> {
         match self {
             Self::Sqlite(store) => store.run(move |c| sqlite::record(c, &id)).await,
+            Self::Postgres(store) => store.record(&id).await,
         }
     }
 
@@ -171,6 +255,7 @@ impl Store {
     pub async fn leaf(&self, id: String) -> Result<Option<LeafInfo>, SinkError> {
         match self {
             Self::Sqlite(store) => store.run(move |c| sqlite::leaf(c, &id)).await,
+            Self::Postgres(store) => store.leaf(&id).await,
         }
     }
 
@@ -178,6 +263,7 @@ impl Store {
     pub async fn tree_size(&self) -> Result<u64, SinkError> {
         match self {
             Self::Sqlite(store) => store.run(|c| sqlite::tree_size(c)).await,
+            Self::Postgres(store) => store.tree_size().await,
         }
     }
 
@@ -185,6 +271,7 @@ impl Store {
     pub async fn root(&self, size: u64) -> Result<Hash, SinkError> {
         match self {
             Self::Sqlite(store) => store.run(move |c| sqlite::root(c, size)).await,
+            Self::Postgres(store) => store.root(size).await,
         }
     }
 
@@ -196,6 +283,7 @@ impl Store {
                     .run(move |c| sqlite::inclusion_proof(c, index, size))
                     .await
             }
+            Self::Postgres(store) => store.inclusion_proof(index, size).await,
         }
     }
 
@@ -207,6 +295,7 @@ impl Store {
                     .run(move |c| sqlite::consistency_proof(c, first, second))
                     .await
             }
+            Self::Postgres(store) => store.consistency_proof(first, second).await,
         }
     }
 
@@ -218,6 +307,7 @@ impl Store {
     ) -> Result<Vec<StoredRow>, SinkError> {
         match self {
             Self::Sqlite(store) => store.run(move |c| sqlite::page(c, &filter, page)).await,
+            Self::Postgres(store) => store.page(&filter, page).await,
         }
     }
 
@@ -234,6 +324,7 @@ impl Store {
                     .run(move |c| sqlite::page_with_proofs(c, &filter, page, size))
                     .await
             }
+            Self::Postgres(store) => store.page_with_proofs(&filter, page, size).await,
         }
     }
 
@@ -245,6 +336,7 @@ impl Store {
                     .run(move |c| sqlite::erase_user(c, &user_id, &at))
                     .await
             }
+            Self::Postgres(store) => store.erase_user(&user_id, &at).await,
         }
     }
 
@@ -257,6 +349,7 @@ impl Store {
                     .run(move |c| sqlite::prune_before(c, cutoff_unix_ns, &at))
                     .await
             }
+            Self::Postgres(store) => store.prune_before(cutoff_unix_ns, &at).await,
         }
     }
 
@@ -264,6 +357,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), SinkError> {
         match self {
             Self::Sqlite(store) => store.run(sqlite::ping).await,
+            Self::Postgres(store) => store.ping().await,
         }
     }
 }

@@ -23,13 +23,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use mercator_evidence::merkle::{self, node_hash, record_leaf_hash, Hash, NodeSource, ProofError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 
-use super::{BatchOutcome, LeafInfo, Page, RecordFilter, RecordLookup, Removal, StoredRow};
+use super::{
+    BatchOutcome, LeafInfo, Page, RecordFilter, RecordLookup, Removal, StoreError, StoredRow,
+};
 use crate::error::SinkError;
 use crate::intake::VerifiedRecord;
 
 /// The schema version this code writes, kept in SQLite's `user_version`. Version 1 (records
 /// only) is migrated on open: its records become the first leaves, in arrival order.
-const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 const RECORDS: &str = "
 CREATE TABLE IF NOT EXISTS evidence (
@@ -105,44 +107,19 @@ END;
 /// never holds the write lock for long.
 const PRUNE_CHUNK: usize = 1000;
 
-/// Why the store could not be opened at start.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// SQLite refused to open or set up the file.
-    #[error("cannot open evidence database {path}: {source}")]
-    Open {
-        /// The database file.
-        path: String,
-        /// SQLite's reason.
-        source: rusqlite::Error,
-    },
-
-    /// The file was written by a version of the sink with another schema.
-    #[error("evidence database {path} has schema version {found}; this sink knows versions 1 and {SCHEMA_VERSION}")]
-    UnknownSchema {
-        /// The database file.
-        path: String,
-        /// The version found in the file.
-        found: i64,
-    },
-
-    /// The tree's leaves do not match the records (a leaf missing, a hash wrong).
-    #[error("evidence database {path}: {reason}")]
-    Inconsistent {
-        /// The database file.
-        path: String,
-        /// What does not match.
-        reason: String,
-    },
-}
-
 /// The SQLite store, cheap to clone and share between requests.
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    path: Arc<str>,
 }
 
 impl SqliteStore {
+    /// The database file (`:memory:` for a store in memory).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Opens (or creates) the database at `path`, in WAL mode with full sync, migrating a
     /// version 1 database and completing any missing tree nodes.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -212,6 +189,7 @@ impl SqliteStore {
 
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            path: Arc::from(name),
         })
     }
 
