@@ -7,7 +7,9 @@ crashes (SIGKILL) and comes back on the same port, database and keys:
 - drop mode: requests keep being served, and every record is either stored or counted in
   Envoy's `mercator_evidence_dropped` stat, never both, never neither.
 
-Each test runs its own stack, since it kills that stack's sink.
+Each test runs its own stack, since it kills that stack's sink. The crash-under-load test
+runs on both of the sink's stores: SQLite, and PostgreSQL (a fresh schema on the server
+that scripts/test-postgres.sh starts for `make test`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from support import Stack, start_stack
+from test_evidence_postgres import database  # noqa: F401  (a fixture: a fresh schema)
 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Deliver me"}]}
 ANTHROPIC = {
@@ -64,10 +69,18 @@ def assert_stored_exactly_once(stack: Stack, served_ids: list[str]) -> None:
     assert stack.sink_get("/v1/tree")["tree_size"] == len(served_ids)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def sink_db(request) -> str | None:
+    """The sink's `--db`: its default SQLite file, or a new schema on PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("database")
+
+
 def test_sink_killed_and_restarted_during_a_burst_loses_no_record_and_stores_none_twice(
-    tmp_path,
+    tmp_path, sink_db
 ):
-    stack = start_stack(tmp_path, evidence=FAST_RETRY)
+    stack = start_stack(tmp_path, evidence=FAST_RETRY, db=sink_db)
     total, threads = 200, 4
     # The sink is killed once `kill_at` requests are answered and some records stored;
     # requests from `kill_gate` on wait for the kill, and from `restart_gate` on for the
